@@ -1,0 +1,1 @@
+"""Code generation: board + kernel -> Kbuild-able module trees (Jinja templates)."""

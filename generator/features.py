@@ -1,0 +1,60 @@
+"""Probe a kernel's headers for the interrupt APIs a generated driver may use.
+
+Strategies are chosen from what the headers declare, never from version
+numbers: a distribution kernel may carry backports, a patched tree may add
+an API early.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# feature -> (header relative to the tree, regular expression that proves it)
+PROBES: dict[str, tuple[str, str]] = {
+    # 6.2+: per-device MSI domains; the device points at its MSI parent.
+    "msi_parent": ("include/linux/irqdomain.h", r"\bIRQ_DOMAIN_FLAG_MSI_PARENT\b"),
+    # 6.2..6.9 (or a patched kernel): PCI/IMS.
+    "pci_ims": ("include/linux/pci.h", r"\bpci_create_ims_domain\s*\("),
+    # Seed 001 (patched kernel): platform-MSI group allocation.
+    "platform_msi_group": ("include/linux/msi.h", r"\bplatform_msi_domain_alloc_irqs_group\s*\("),
+}
+
+
+@dataclass(frozen=True)
+class Features:
+    """What one kernel's headers provide."""
+
+    msi_parent: bool
+    pci_ims: bool
+    platform_msi_group: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _find(header_dirs: list[Path], rel: str) -> Path | None:
+    for d in header_dirs:
+        p = d / rel
+        if p.is_file():
+            return p
+    return None
+
+
+def probe(header_dirs: list[Path]) -> Features:
+    """Probe the given header trees (first match wins for each header)."""
+    found = {}
+    for name, (rel, pattern) in PROBES.items():
+        path = _find(header_dirs, rel)
+        found[name] = bool(path and re.search(pattern, path.read_text(errors="replace")))
+    if _find(header_dirs, "include/linux/irqdomain.h") is None:
+        raise FileNotFoundError(f"no include/linux/irqdomain.h under {', '.join(map(str, header_dirs))}")
+    return Features(**found)
+
+
+def strategy(storage: str, features: Features) -> str:
+    """The driver strategy for a device's storage kind on a kernel with ``features``."""
+    if storage == "pci-msi":
+        return "native"
+    return "module-local"

@@ -1,0 +1,311 @@
+"""Board configs: load, validate and describe a board YAML file.
+
+A board names the machine (QEMU model, CPUs, memory, IOMMU), the kernels to
+test and the devices with device-specific message storage.  Validation is
+strict: every string that later reaches C, Kbuild, a shell, QEMU or a path is
+checked against a pattern here, and any problem raises ``BoardError`` whose
+message names the file, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BoardError, SpecError
+from .kspec import KernelSpec, parse_spec
+
+DEFAULT_BOARD = "q35-ims"
+
+#: Scenarios a board may list, in the order they run in the guest.
+SCENARIOS = ("deliver", "mask", "affinity", "unload")
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+DEVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+MEMORY_RE = re.compile(r"^(?P<num>[1-9][0-9]{0,5})(?P<unit>[MG])$")
+
+MAX_SLOTS = 2048
+MAX_DEVICES = 16
+MAX_BOARD_BYTES = 1 << 20
+#: First PCI slot used for the board's edu instances (device k sits at 0x10 + k).
+FIRST_PCI_SLOT = 0x10
+
+_TOP_KEYS = {
+    "name", "description", "arch", "machine", "cpus", "memory", "accel", "iommu",
+    "kernels", "devices", "scenarios", "fires", "boot_timeout", "scenario_timeout",
+}
+_DEVICE_KEYS = {"name", "emulation", "storage", "slots", "mask", "update", "groups"}
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device with device-specific message storage, backed by one edu instance."""
+
+    name: str
+    emulation: str
+    storage: str
+    slots: int
+    mask: str
+    update: str
+    groups: tuple[int, ...]
+    index: int
+
+    @property
+    def pci_slot(self) -> int:
+        """PCI slot (device number on bus 0) of this device's edu instance."""
+        return FIRST_PCI_SLOT + self.index
+
+    @property
+    def module(self) -> str:
+        """Name of the generated kernel module."""
+        return f"msiforge_{self.name}"
+
+
+@dataclass(frozen=True)
+class Board:
+    """A validated board config."""
+
+    path: str
+    name: str
+    description: str
+    arch: str
+    machine: str
+    cpus: int
+    memory_mib: int
+    accel: str
+    iommu: str
+    kernels: tuple[KernelSpec, ...]
+    devices: tuple[Device, ...]
+    scenarios: tuple[str, ...]
+    fires: int
+    boot_timeout: int
+    scenario_timeout: int
+    raw: dict = field(repr=False, compare=False, default_factory=dict)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys instead of keeping the last."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1}, column {mark.column + 1})", mark
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path, display: str) -> Any:
+    """Read a YAML document with clean errors for missing, unreadable or malformed files."""
+    if not path.exists():
+        raise BoardError(display, "<file>", "no such file")
+    if path.is_dir():
+        raise BoardError(display, "<file>", "is a directory, expected a YAML file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BoardError(display, "<file>", f"cannot read: {exc.strerror}") from None
+    if len(data) > MAX_BOARD_BYTES:
+        raise BoardError(display, "<file>", f"larger than {MAX_BOARD_BYTES} bytes")
+    if b"\0" in data:
+        raise BoardError(display, "<file>", "binary file (contains NUL bytes), expected YAML text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BoardError(display, "<file>", f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - strict SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = (exc.problem or exc.context or "invalid YAML").split(" (line ")[0]
+        raise BoardError(display, "<yaml>", f"{problem} at {where}") from None
+    except yaml.YAMLError as exc:
+        raise BoardError(display, "<yaml>", str(exc).replace("\n", " ")) from None
+
+
+class _Checker:
+    """Field-by-field validation helpers that raise BoardError with the field path."""
+
+    def __init__(self, display: str):
+        self.display = display
+
+    def fail(self, fieldname: str, reason: str) -> None:
+        raise BoardError(self.display, fieldname, reason)
+
+    def mapping(self, value: Any, fieldname: str, allowed: set[str]) -> dict:
+        if not isinstance(value, dict):
+            self.fail(fieldname, f"must be a mapping, got {_typename(value)}")
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(fieldname, f"keys must be strings, got {key!r}")
+            if key not in allowed:
+                self.fail(_join(fieldname, key), f"unknown field (known: {', '.join(sorted(allowed))})")
+        return value
+
+    def string(self, value: Any, fieldname: str, pattern: re.Pattern | None = None, what: str = "") -> str:
+        if not isinstance(value, str):
+            self.fail(fieldname, f"must be a string, got {_typename(value)}")
+        if pattern is not None and not pattern.match(value):
+            self.fail(fieldname, f"{value!r} is not {what or 'valid'}")
+        return value
+
+    def choice(self, value: Any, fieldname: str, choices: tuple[str, ...]) -> str:
+        if not isinstance(value, str):
+            self.fail(fieldname, f"must be one of {', '.join(choices)}, got {_typename(value)}")
+        if value not in choices:
+            self.fail(fieldname, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def integer(self, value: Any, fieldname: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(fieldname, f"must be an integer in {lo}..{hi}, got {_typename(value)}")
+        if not lo <= value <= hi:
+            self.fail(fieldname, f"must be in {lo}..{hi}, got {value}")
+        return value
+
+    def sequence(self, value: Any, fieldname: str, lo: int, hi: int) -> list:
+        if not isinstance(value, list):
+            self.fail(fieldname, f"must be a list, got {_typename(value)}")
+        if not lo <= len(value) <= hi:
+            self.fail(fieldname, f"must have {lo}..{hi} entries, got {len(value)}")
+        return value
+
+
+def _typename(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _join(parent: str, key: str) -> str:
+    return f"{parent}.{key}" if parent else key
+
+
+def _memory_mib(check: _Checker, value: Any) -> int:
+    text = check.string(value, "memory", MEMORY_RE, "a size like 512M or 1G")
+    m = MEMORY_RE.match(text)
+    assert m is not None
+    mib = int(m["num"]) * (1024 if m["unit"] == "G" else 1)
+    if not 256 <= mib <= 16384:
+        check.fail("memory", f"must be between 256M and 16G, got {text}")
+    return mib
+
+
+def _device(check: _Checker, value: Any, index: int) -> Device:
+    where = f"devices[{index}]"
+    check.mapping(value, where, _DEVICE_KEYS)
+    if "name" not in value:
+        check.fail(f"{where}.name", "missing (a C identifier like ims0)")
+    name = check.string(value["name"], f"{where}.name", DEVICE_NAME_RE,
+                        "a C identifier matching [a-z][a-z0-9_]{0,15}")
+    emulation = check.choice(value.get("emulation", "edu"), f"{where}.emulation", ("edu",))
+    storage = check.choice(value.get("storage", "ims"), f"{where}.storage", ("ims", "platform-msi", "pci-msi"))
+    default_slots = 1 if storage == "pci-msi" else 32
+    slots = check.integer(value.get("slots", default_slots), f"{where}.slots", 1, MAX_SLOTS)
+    if storage == "pci-msi" and slots != 1:
+        check.fail(f"{where}.slots", "storage pci-msi uses the edu's MSI capability, which holds exactly 1 message")
+    mask = check.choice(value.get("mask", "source"), f"{where}.mask", ("source", "parent", "none"))
+    update = check.choice(value.get("update", "direct"), f"{where}.update", ("direct", "queued"))
+    if storage == "pci-msi" and update == "queued":
+        check.fail(f"{where}.update", "storage pci-msi is written by the PCI/MSI core, it cannot be queued")
+    groups_raw = check.sequence(value.get("groups", [slots]), f"{where}.groups", 1, MAX_SLOTS)
+    groups = tuple(check.integer(g, f"{where}.groups[{i}]", 1, MAX_SLOTS) for i, g in enumerate(groups_raw))
+    if sum(groups) > slots:
+        check.fail(f"{where}.groups", f"group sizes add up to {sum(groups)}, more than the {slots} slots")
+    return Device(name=name, emulation=emulation, storage=storage, slots=slots, mask=mask,
+                  update=update, groups=groups, index=index)
+
+
+def validate(data: Any, display: str) -> Board:
+    """Validate a parsed YAML document as a board; ``display`` names the file in errors."""
+    check = _Checker(display)
+    if data is None:
+        check.fail("<file>", "empty board file")
+    check.mapping(data, "", _TOP_KEYS)
+    if "name" not in data:
+        check.fail("name", "missing")
+    name = check.string(data["name"], "name", NAME_RE, "a board name matching [a-z0-9][a-z0-9-]{0,31}")
+    description = check.string(data.get("description", ""), "description")
+    if len(description) > 4096:
+        check.fail("description", "longer than 4096 characters")
+    arch = check.choice(data.get("arch", "x86_64"), "arch", ("x86_64",))
+    machine = check.choice(data.get("machine", "q35"), "machine", ("q35", "pc"))
+    cpus = check.integer(data.get("cpus", 2), "cpus", 1, 8)
+    memory_mib = _memory_mib(check, data.get("memory", "1G"))
+    accel = check.choice(data.get("accel", "auto"), "accel", ("auto", "kvm", "tcg"))
+    iommu = check.choice(data.get("iommu", "intel-ir"), "iommu", ("none", "intel-ir"))
+    if iommu == "intel-ir" and machine != "q35":
+        check.fail("iommu", "intel-ir needs machine: q35")
+
+    kernels_raw = check.sequence(data.get("kernels", ["debian:6.12"]), "kernels", 1, 64)
+    kernels = []
+    for i, text in enumerate(kernels_raw):
+        try:
+            kernels.append(parse_spec(text))
+        except SpecError as exc:
+            check.fail(f"kernels[{i}]", str(exc))
+
+    if "devices" not in data:
+        check.fail("devices", "missing (at least one device)")
+    devices_raw = check.sequence(data["devices"], "devices", 1, MAX_DEVICES)
+    devices = tuple(_device(check, d, i) for i, d in enumerate(devices_raw))
+    seen: set[str] = set()
+    for i, dev in enumerate(devices):
+        if dev.name in seen:
+            check.fail(f"devices[{i}].name", f"duplicate device name {dev.name!r}")
+        seen.add(dev.name)
+
+    scen_raw = check.sequence(data.get("scenarios", list(SCENARIOS)), "scenarios", 1, len(SCENARIOS))
+    scenarios = []
+    for i, s in enumerate(scen_raw):
+        s = check.choice(s, f"scenarios[{i}]", SCENARIOS)
+        if s in scenarios:
+            check.fail(f"scenarios[{i}]", f"duplicate scenario {s!r}")
+        scenarios.append(s)
+    if "affinity" in scenarios and cpus < 2:
+        check.fail("scenarios", "'affinity' moves a vector to CPU1 and needs cpus >= 2")
+
+    fires = check.integer(data.get("fires", 3), "fires", 1, 1000)
+    boot_timeout = check.integer(data.get("boot_timeout", 120), "boot_timeout", 5, 3600)
+    scenario_timeout = check.integer(data.get("scenario_timeout", 900), "scenario_timeout", 5, 36000)
+
+    return Board(path=display, name=name, description=description, arch=arch, machine=machine, cpus=cpus,
+                 memory_mib=memory_mib, accel=accel, iommu=iommu, kernels=tuple(kernels), devices=devices,
+                 scenarios=tuple(s for s in SCENARIOS if s in scenarios), fires=fires,
+                 boot_timeout=boot_timeout, scenario_timeout=scenario_timeout, raw=data)
+
+
+def builtin_boards() -> list[str]:
+    """Names of the boards shipped inside the package."""
+    root = resources.files("msiforge.boards")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_board(ref: str | None) -> Board:
+    """Load a board by path, or by the name of a board shipped with msiforge.
+
+    ``None`` means the default board ``q35-ims``.
+    """
+    ref = ref or DEFAULT_BOARD
+    path = Path(ref)
+    if not path.exists() and NAME_RE.match(ref):
+        shipped = resources.files("msiforge.boards").joinpath(f"{ref}.yaml")
+        if shipped.is_file():
+            return validate(read_yaml(Path(str(shipped)), f"{ref} (built-in board)"), f"{ref} (built-in board)")
+    return validate(read_yaml(path, ref), ref)

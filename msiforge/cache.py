@@ -1,0 +1,80 @@
+"""The download and build cache: location, locks and atomic entries.
+
+An entry is a directory that appears only complete: it is built in a
+temporary sibling and renamed into place, under an exclusive file lock, so
+that two msiforge processes never build the same entry twice and a killed
+process never leaves an entry that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """The cache directory: $MSIFORGE_CACHE, else $XDG_CACHE_HOME/msiforge, else ~/.cache/msiforge."""
+    env = os.environ.get("MSIFORGE_CACHE")
+    if env:
+        root = Path(env)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = Path(xdg) / "msiforge"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a lock file beside the entry)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_entry(entry: Path, build: Callable[[Path], None], marker: str = ".complete") -> Path:
+    """Return ``entry``, building it first with ``build(tmpdir)`` if it is not complete.
+
+    ``build`` fills a fresh temporary directory; it is renamed to ``entry``
+    only when ``build`` returns.  A marker file records completeness, so an
+    entry without it (from an older, interrupted layout) is rebuilt.
+    """
+    if (entry / marker).exists():
+        return entry
+    with locked(entry.with_name(entry.name + ".lock")):
+        if (entry / marker).exists():
+            return entry  # another process built it while we waited
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+        try:
+            build(tmp)
+            (tmp / marker).write_text("ok\n")
+            if entry.exists():
+                shutil.rmtree(entry)
+            os.rename(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return entry
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write a file via a temporary sibling and rename, so readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

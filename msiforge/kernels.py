@@ -1,0 +1,204 @@
+"""Debian prebuilt kernels: resolve specs against the package index, fetch and cache them.
+
+A fetched kernel is an extracted set of Debian packages (image, headers,
+headers-common and kbuild) under ``<cache>/kernels/debian/<release>/root``,
+usable for out-of-tree module builds without installing anything into the
+system.  Package checksums are checked against the signed index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import cache_root, ensure_entry
+from .errors import EnvironmentProblem, SpecError
+from .kspec import KernelSpec, parse_spec
+
+_IMAGE_RE = re.compile(
+    r"^linux-image-(?P<abi>\d+\.\d+\.\d+(?:-\d+)?(?:\+deb\d+)?)-(?P<flavour>amd64|cloud-amd64|rt-amd64)-unsigned$"
+)
+
+
+@dataclass(frozen=True, order=True)
+class DebianKernel:
+    """One Debian kernel ABI and flavour, e.g. 6.12.117+deb12 / amd64."""
+
+    sort_key: tuple
+    abi: str = field(compare=False)
+    flavour: str = field(compare=False)
+
+    @property
+    def release(self) -> str:
+        """The kernel release string (``uname -r``)."""
+        return f"{self.abi}-{self.flavour}"
+
+    @property
+    def series(self) -> str:
+        return ".".join(self.abi.split(".")[:2])
+
+
+@dataclass
+class Kernel:
+    """A fetched kernel, ready to boot and to build modules against."""
+
+    spec: str
+    release: str
+    vmlinuz: Path
+    build_dir: Path  # the directory for `make -C ... M=...`
+    header_dirs: list[Path]  # where include/linux/... live, for feature probes
+    series: str
+    source: str = "debian"
+
+    def to_json(self) -> dict:
+        return {"spec": self.spec, "release": self.release, "vmlinuz": str(self.vmlinuz),
+                "build_dir": str(self.build_dir), "series": self.series, "source": self.source}
+
+
+def _abi_key(abi: str) -> tuple:
+    nums = [int(x) for x in re.findall(r"\d+", abi.split("+")[0])]
+    return tuple(nums)
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, check=False, capture_output=True, text=True, **kw)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"{cmd[0]}: command not found (run 'make setup' as root)") from None
+
+
+def index() -> list[DebianKernel]:
+    """All Debian kernel images the package index offers, oldest first."""
+    out = _run(["apt-cache", "pkgnames", "linux-image-"]).stdout.split()
+    kernels = []
+    for name in out:
+        m = _IMAGE_RE.match(name)
+        if m:
+            abi, flavour = m["abi"], m["flavour"]
+            kernels.append(DebianKernel((_abi_key(abi), flavour), abi, flavour))
+    if not kernels:
+        raise EnvironmentProblem(
+            "the Debian package index lists no kernel images: run 'apt-get update' (as root) and try again"
+        )
+    return sorted(kernels)
+
+
+def resolve(spec: KernelSpec | str, available: list[DebianKernel] | None = None) -> DebianKernel:
+    """Resolve a ``debian:`` spec to the newest matching Debian kernel."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    available = index() if available is None else available
+    matches = []
+    for k in available:
+        key = k.sort_key[0]
+        if k.flavour != spec.flavour or key[:2] != (spec.major, spec.minor):
+            continue
+        if spec.patch is not None and (len(key) < 3 or key[2] != spec.patch):
+            continue
+        if spec.abinum is not None and (len(key) < 4 or key[3] != spec.abinum):
+            continue
+        matches.append(k)
+    if not matches:
+        near = sorted({k.abi for k in available if k.sort_key[0][:2] == (spec.major, spec.minor)})
+        hint = f" (available: {', '.join(near)})" if near else ""
+        raise SpecError(f"kernel spec {spec.text!r}: no matching Debian kernel package{hint}")
+    return matches[-1]
+
+
+def entry_dir(kernel: DebianKernel) -> Path:
+    return cache_root() / "kernels" / "debian" / kernel.release
+
+
+def is_cached(kernel: DebianKernel) -> bool:
+    return (entry_dir(kernel) / ".complete").exists()
+
+
+def _package_field(pkg: str, name: str) -> str:
+    out = _run(["apt-cache", "show", "--no-all-versions", pkg])
+    if out.returncode != 0:
+        raise EnvironmentProblem(f"apt-cache show {pkg} failed: {out.stderr.strip().splitlines()[-1:]}")
+    for line in out.stdout.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _packages_for(kernel: DebianKernel) -> list[str]:
+    headers = f"linux-headers-{kernel.release}"
+    pkgs = [f"linux-image-{kernel.release}-unsigned", headers]
+    for dep in _package_field(headers, "Depends").split(","):
+        name = dep.strip().split()[0] if dep.strip() else ""
+        if name.startswith(("linux-headers-", "linux-kbuild-")):
+            pkgs.append(name)
+    return pkgs
+
+
+def _download(pkgs: list[str], dest: Path) -> list[Path]:
+    cmd = ["apt-get", "download", "-q"]
+    if os.geteuid() == 0:
+        cmd += ["-o", "APT::Sandbox::User=root"]
+    out = _run(cmd + pkgs, cwd=dest)
+    if out.returncode != 0:
+        msg = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "unknown error"
+        raise EnvironmentProblem(f"apt-get download {' '.join(pkgs)}: {msg}")
+    debs = sorted(dest.glob("*.deb"))
+    for pkg in pkgs:
+        deb = next((d for d in debs if d.name.startswith(pkg + "_")), None)
+        if deb is None:
+            raise EnvironmentProblem(f"apt-get download did not produce {pkg}")
+        want = _package_field(pkg, "SHA256")
+        got = hashlib.sha256(deb.read_bytes()).hexdigest()
+        if want and want != got:
+            raise EnvironmentProblem(f"{deb.name}: SHA256 {got} does not match the package index ({want})")
+    return debs
+
+
+def _build_entry(kernel: DebianKernel, tmp: Path) -> None:
+    pkgs = _packages_for(kernel)
+    dl = tmp / "debs"
+    dl.mkdir()
+    debs = _download(pkgs, dl)
+    root = tmp / "root"
+    for deb in debs:
+        out = _run(["dpkg-deb", "-x", str(deb), str(root)])
+        if out.returncode != 0:
+            raise EnvironmentProblem(f"dpkg-deb -x {deb.name}: {out.stderr.strip()}")
+    build = root / "usr/src" / f"linux-headers-{kernel.release}"
+    makefile = build / "Makefile"
+    # The flavour's Makefile includes the common one by absolute path: point it into the cache.
+    text = makefile.read_text()
+    text = re.sub(r"include /usr/src/(linux-headers-[^/\s]+)/Makefile",
+                  lambda m: f"include $(dir $(lastword $(MAKEFILE_LIST)))../{m[1]}/Makefile", text)
+    makefile.write_text(text)
+    meta = {"release": kernel.release, "abi": kernel.abi, "flavour": kernel.flavour,
+            "packages": {d.name: hashlib.sha256(d.read_bytes()).hexdigest() for d in debs}}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(dl)
+
+
+def fetch(spec: str, available: list[DebianKernel] | None = None) -> Kernel:
+    """Resolve and fetch a kernel (download and extract once; later calls hit the cache)."""
+    dk = resolve(spec, available)
+    entry = ensure_entry(entry_dir(dk), lambda tmp: _build_entry(dk, tmp))
+    return load(spec, dk, entry)
+
+
+def load(spec: str, dk: DebianKernel, entry: Path) -> Kernel:
+    root = entry / "root"
+    build = root / "usr/src" / f"linux-headers-{dk.release}"
+    commons = sorted(p for p in (root / "usr/src").glob("linux-headers-*common*") if p.is_dir())
+    return Kernel(spec=spec, release=dk.release, vmlinuz=root / "boot" / f"vmlinuz-{dk.release}",
+                  build_dir=build, header_dirs=[build, *commons], series=dk.series)
+
+
+def cached_releases() -> set[str]:
+    root = cache_root() / "kernels" / "debian"
+    if not root.is_dir():
+        return set()
+    return {p.name for p in root.iterdir() if (p / ".complete").exists()}

@@ -1,0 +1,1 @@
+"""Booting kernels in QEMU and running the guest tests (console, KTAP, verdicts)."""
