@@ -1,0 +1,1 @@
+"""Building generated modules against kernels (Kbuild)."""

@@ -1,0 +1,73 @@
+"""Build generated module trees against a kernel with Kbuild (``W=1``).
+
+Compiler diagnostics are mapped back to their origin: each message that
+points into a generated file is annotated with the template it came from
+(from the tree's ``manifest.json``).  Warnings are failures: generated code
+must build warning-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BuildError
+
+_DIAG = re.compile(r"^(?P<file>[^:\s]+\.[ch]):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<kind>warning|error|note): (?P<msg>.*)$")
+
+
+@dataclass
+class BuildResult:
+    """The modules built from one tree, and what the compiler said."""
+
+    tree: Path
+    modules: list[Path]
+    log: str
+    seconds: float
+
+
+def annotate(output: str, tree: Path) -> tuple[list[str], list[str]]:
+    """Return (errors, warnings) from compiler output, each naming file:line and template."""
+    manifest = json.loads((tree / "manifest.json").read_text())
+    files = manifest.get("files", {})
+    errors, warnings = [], []
+    for line in output.splitlines():
+        m = _DIAG.match(line.strip())
+        if not m or m["kind"] == "note":
+            continue
+        name = Path(m["file"]).name
+        where = f"{tree / name}:{m['line']}" if name in files else f"{m['file']}:{m['line']}"
+        origin = f" (generated from template {files[name]})" if name in files else ""
+        text = f"{where}: {m['kind']}: {m['msg']}{origin}"
+        (errors if m["kind"] == "error" else warnings).append(text)
+    return errors, warnings
+
+
+def build(tree: Path, build_dir: Path, jobs: int | None = None) -> BuildResult:
+    """Build the modules of ``tree`` against the kernel build directory ``build_dir``.
+
+    Raises BuildError naming the first diagnostic (with file, line and
+    template) on any error or warning, or on a failing make.
+    """
+    import time
+
+    jobs = jobs or os.cpu_count() or 1
+    cmd = ["make", "-s", f"-j{jobs}", "-C", str(build_dir), f"M={tree}", "W=1", "modules"]
+    env = dict(os.environ, LC_ALL="C")
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    seconds = time.monotonic() - start
+    log = proc.stdout + proc.stderr
+    (tree / "build.log").write_text(log)
+    errors, warnings = annotate(log, tree)
+    if errors or warnings or proc.returncode != 0:
+        first = (errors or warnings or [log.strip().splitlines()[-1] if log.strip() else "make failed"])[0]
+        more = len(errors) + len(warnings) - 1
+        extra = f" (+{more} more)" if more > 0 else ""
+        raise BuildError(f"module build failed: {first}{extra}; log: {tree / 'build.log'}")
+    modules = sorted(tree.glob("*.ko"))
+    return BuildResult(tree=tree, modules=modules, log=log, seconds=seconds)

@@ -1,0 +1,202 @@
+"""The msiforge command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import MsiforgeError
+
+EPILOG = """\
+A board (YAML) names the machine, its interrupt hierarchy and devices with
+device-specific message storage.  msiforge generates a kernel module per
+device implementing the msi_storage ops, builds it against each kernel, boots
+the kernel in QEMU with one edu device per board device, and checks every
+interrupt the devices send by DMA to their stored messages.
+
+Examples:
+  msiforge run                                   # default board q35-ims on debian:6.12
+  msiforge run --kernel debian:6.1.0-56 --kernel debian:6.12
+  msiforge run boards/q35-ims.yaml --scenario deliver --out /tmp/r1
+  msiforge generate -o /tmp/gen --kernel debian:6.12
+  msiforge kernels list
+"""
+
+
+def _add_board(p: argparse.ArgumentParser) -> None:
+    p.add_argument("board", nargs="?", default=None,
+                   help="board YAML file, or the name of a built-in board (default: q35-ims)")
+
+
+def _add_kernels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", "-k", action="append", metavar="SPEC", dest="kernels",
+                   help="kernel spec, repeatable (debian:6.12, debian:6.12.117, debian:6.1.0-56, "
+                        "debian:6.1-rt); default: the board's kernels")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="msiforge", description="Generate, build, boot and test MSI / IMS "
+                                 "interrupt drivers on many kernels, without the hardware.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"msiforge {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="generate, fetch, build, boot and run the scenarios",
+                       description="Generate the drivers, fetch and build for each kernel, boot each kernel in "
+                       "QEMU and run the scenarios.  Prints a kernel x scenario table and writes results.json, "
+                       "junit.xml, KTAP and console logs into the run directory.  Exit status 0 only if "
+                       "everything passed, 1 if something failed, 2 for bad input.")
+    _add_board(p)
+    _add_kernels(p)
+    p.add_argument("--scenario", "-s", action="append", metavar="S", dest="scenarios",
+                   help="run only these scenarios (deliver, mask, affinity, unload); repeatable")
+    p.add_argument("--out", "-o", type=Path, metavar="DIR",
+                   help="run directory (default: a new directory under runs/)")
+    p.add_argument("--guest-fault", choices=["panic", "silent"], help=argparse.SUPPRESS)
+
+    p = sub.add_parser("generate", help="render the drivers and guest script for each kernel",
+                       description="Render one Kbuild-able module tree per kernel under DIR/<release>: one "
+                       "driver per device, Kbuild, Makefile, the guest script and manifest.json.")
+    _add_board(p)
+    _add_kernels(p)
+    p.add_argument("--out", "-o", type=Path, metavar="DIR", required=True, help="output directory")
+
+    p = sub.add_parser("validate", help="check a board file and print what it describes")
+    _add_board(p)
+
+    p = sub.add_parser("kernels", help="list or fetch Debian kernels")
+    ksub = p.add_subparsers(dest="kcommand", metavar="ACTION")
+    kl = ksub.add_parser("list", help="kernels the package index offers, and which are cached")
+    kl.add_argument("--series", help="only this series, e.g. 6.12")
+    kf = ksub.add_parser("fetch", help="download and extract image + headers into the cache")
+    kf.add_argument("specs", nargs="+", metavar="SPEC")
+    return ap
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import runner
+    from .board import load_board
+
+    board = load_board(args.board)
+    result = runner.run(board, args.kernels, args.scenarios, args.out, fault=args.guest_fault)
+    print_table(result)
+    return 0 if result.passed else 1
+
+
+def print_table(result) -> None:
+    out = Console(highlight=False)
+    scen = [s.name for s in result.kernels[0].scenarios] if result.kernels else []
+    table = Table(title=f"msiforge run: board {result.board}, {result.accel}")
+    table.add_column("kernel")
+    for s in scen:
+        table.add_column(s)
+    table.add_column("verdict")
+    table.add_column("boot")
+    for k in result.kernels:
+        cells = []
+        for s in k.scenarios:
+            color = "green" if s.passed else "red"
+            cells.append(f"[{color}]{s.status}[/]")
+        verdict = f"[green]{k.verdict}[/]" if k.passed else f"[red]{k.verdict}[/]"
+        boot = f"{k.boot_seconds:.1f} s" if k.boot_seconds is not None else "-"
+        table.add_row(f"{k.spec} ({k.release})", *cells, verdict, boot)
+    out.print(table)
+    for k in result.kernels:
+        for s in k.scenarios:
+            for d in s.diagnostics if not s.passed else []:
+                out.print(f"  {k.release} {s.name}: {d}", markup=False)
+        if k.detail:
+            out.print(f"  {k.release}: {k.verdict}: {k.detail}", markup=False)
+        if not k.passed and k.console_log:
+            out.print(f"  console log: {k.console_log}", markup=False)
+    out.print(f"results: {result.run_dir}/results.json, {result.run_dir}/junit.xml", markup=False)
+    out.print("PASSED" if result.passed else "FAILED", style="bold green" if result.passed else "bold red")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import kernels as kern
+    from . import runner
+    from .board import load_board
+    from .generator import features as feat
+    from .generator import render
+
+    board, specs = runner.select(load_board(args.board), args.kernels, None)
+    available = kern.index()
+    for s in specs:
+        kern.resolve(s, available)
+    targets = []
+    for s in specs:
+        k = kern.fetch(s, available)
+        targets.append(render.KernelTarget(k.release, feat.probe(k.header_dirs)))
+    trees = render.generate(board, targets, args.out)
+    for release, tree in trees.items():
+        print(f"{release}: {tree}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .board import load_board
+
+    b = load_board(args.board)
+    print(f"{b.path}: board {b.name}: {b.machine} {b.arch}, {b.cpus} CPU, {b.memory_mib} MiB, "
+          f"iommu {b.iommu}, accel {b.accel}")
+    print(f"  kernels: {', '.join(k.text for k in b.kernels)}")
+    for d in b.devices:
+        print(f"  device {d.name}: {d.emulation} at 00:{d.pci_slot:02x}.0, {d.storage}, {d.slots} slot(s), "
+              f"mask {d.mask}, update {d.update}, groups {list(d.groups)}")
+    print(f"  scenarios: {', '.join(b.scenarios)} (fires {b.fires})")
+    return 0
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    from . import kernels as kern
+
+    if args.kcommand == "fetch":
+        available = kern.index()
+        for s in args.specs:
+            kern.resolve(s, available)
+        for s in args.specs:
+            k = kern.fetch(s, available)
+            print(f"{s}: {k.release}  vmlinuz {k.vmlinuz}  build {k.build_dir}")
+        return 0
+    if args.kcommand != "list":
+        parser().parse_args(["kernels", "--help"])
+    cached = kern.cached_releases()
+    table = Table(title="Debian kernels (spec: debian:<abi> or debian:<series>[-rt|-cloud])")
+    table.add_column("release")
+    table.add_column("spec")
+    table.add_column("cached")
+    for k in kern.index():
+        if args.series and k.series != args.series:
+            continue
+        flav = {"amd64": "", "rt-amd64": "-rt", "cloud-amd64": "-cloud"}[k.flavour]
+        spec = f"debian:{k.abi.split('+')[0]}{flav}"
+        table.add_row(k.release, spec, "yes" if k.release in cached else "")
+    Console().print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line and exit status 2 (input) or 1."""
+    args = parser().parse_args(argv)
+    handlers = {"run": cmd_run, "generate": cmd_generate, "validate": cmd_validate, "kernels": cmd_kernels}
+    if args.command is None:
+        parser().print_help()
+        return 2
+    try:
+        return handlers[args.command](args)
+    except MsiforgeError as exc:
+        print(f"msiforge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("msiforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

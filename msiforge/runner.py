@@ -1,0 +1,166 @@
+"""`msiforge run`: generate -> fetch -> build -> boot -> run, for each kernel of a board."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import shutil
+from pathlib import Path
+
+from . import kernels as kern
+from . import progress
+from .board import SCENARIOS, Board
+from .cache import cache_root, ensure_entry
+from .errors import BuildError, InputError
+from .generator import features as feat
+from .generator import render
+from .kmod import build as kbuild
+from .kspec import parse_spec
+from .results import FAIL, PASS, KernelResult, RunResult, ScenarioResult, write_json, write_junit
+from .vmtests import console as vmconsole
+from .vmtests import initramfs, ktap, qemu
+
+
+def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -> tuple[Board, list[str]]:
+    """Apply --kernel / --scenario overrides to a board, validating them."""
+    specs = list(specs or [k.text for k in board.kernels])
+    for s in specs:
+        parse_spec(s)
+    if scenarios:
+        for s in scenarios:
+            if s not in SCENARIOS:
+                raise InputError(f"--scenario {s!r}: unknown scenario (known: {', '.join(SCENARIOS)})")
+            if s == "affinity" and board.cpus < 2:
+                raise InputError(f"--scenario affinity: board {board.name} has {board.cpus} CPU, needs 2")
+        board = dataclasses.replace(board, scenarios=tuple(s for s in SCENARIOS if s in scenarios))
+    return board, list(dict.fromkeys(specs))
+
+
+def new_run_dir(board: Board, out: Path | None) -> Path:
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-{board.name}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def build_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
+    """Build a tree's modules, reusing a cached build of identical sources for the same kernel."""
+    h = hashlib.sha256(kernel.release.encode())
+    for f in sorted(tree.iterdir()):
+        if f.suffix == ".c" or f.name == "Kbuild":
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    entry = cache_root() / "modules" / f"{kernel.release}-{h.hexdigest()[:20]}"
+
+    def _build(tmp: Path) -> None:
+        for ko in kbuild.build(tree, kernel.build_dir).modules:
+            shutil.copy2(ko, tmp / ko.name)
+
+    ensure_entry(entry, _build)
+    for ko in entry.glob("*.ko"):
+        shutil.copy2(ko, tree / ko.name)
+    return sorted(entry.glob("*.ko"))
+
+
+def scenario_results(board: Board, root: ktap.TestResult, boot: vmconsole.Console) -> list[ScenarioResult]:
+    """Map the guest's KTAP tree to one result per board scenario."""
+    by_name = {t.name: t for t in root.subtests}
+    load = by_name.get("load")
+    out = []
+    for name in board.scenarios:
+        test = by_name.get(name)
+        diags = [d for sub in (test.subtests if test else []) for d in sub.diagnostics]
+        devices = {sub.name: sub.status for sub in (test.subtests if test else [])}
+        if load is not None and load.status == "not ok":
+            status = "load-failed"
+            diags = [d for sub in load.subtests for d in sub.diagnostics]
+        elif test is None or test.status == "missing":
+            status = boot.verdict if boot.verdict != "completed" else "missing"
+        elif test.ok:
+            status = PASS
+        else:
+            status = FAIL
+        out.append(ScenarioResult(name=name, status=status, devices=devices, diagnostics=diags))
+    return out
+
+
+def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel: qemu.Accel,
+                fault: str | None = None) -> KernelResult:
+    """Build, boot and test one kernel; every failure becomes a verdict in the result."""
+    result = KernelResult(spec=kernel.spec, release=kernel.release, verdict=PASS, accel=accel.name)
+    try:
+        with progress.step(f"build modules for {kernel.release} (W=1)"):
+            modules = build_modules(tree, kernel)
+    except BuildError as exc:
+        result.verdict, result.detail = "build-failed", str(exc)
+        result.scenarios = [ScenarioResult(name=s, status="build-failed") for s in board.scenarios]
+        return result
+    initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh")
+    argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault))
+    (kdir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+    log = kdir / "console.log"
+    with progress.step(f"boot {kernel.release} under {accel.name.upper()} and run {', '.join(board.scenarios)}"):
+        boot = vmconsole.run(argv, log, board.boot_timeout, board.scenario_timeout)
+    lines = boot.lines
+    root = ktap.parse(lines)
+    ktap_lines = _ktap_lines(lines)
+    (kdir / "ktap.txt").write_text("\n".join(ktap_lines) + ("\n" if ktap_lines else ""))
+    result.console_log, result.ktap_log = str(log), str(kdir / "ktap.txt")
+    result.boot_seconds = boot.boot_seconds
+    result.seconds = boot.seconds
+    result.scenarios = scenario_results(board, root, boot)
+    if boot.verdict != "completed":
+        result.verdict, result.detail = boot.verdict, boot.detail
+    elif not all(s.passed for s in result.scenarios):
+        result.verdict = FAIL
+    return result
+
+
+def _ktap_lines(lines: list[str]) -> list[str]:
+    out, inside = [], False
+    for line in lines:
+        line = line.rstrip("\r")
+        if line.startswith("KTAP version"):
+            inside = True
+        if inside:
+            if line.startswith(vmconsole.DONE):
+                break
+            out.append(line)
+    return out
+
+
+def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | None = None,
+        out: Path | None = None, fault: str | None = None) -> RunResult:
+    """Run a board on its kernels (or ``specs``) and write the run directory."""
+    board, specs = select(board, specs, scenarios)
+    available = kern.index()
+    for s in specs:
+        kern.resolve(s, available)  # bad specs fail before anything is written
+    run_dir = new_run_dir(board, out)
+    progress.info(f"run directory: {run_dir}")
+    fetched = []
+    for s in specs:
+        with progress.step(f"fetch {s}"):
+            fetched.append(kern.fetch(s, available))
+    with progress.step("probe the accelerator"):
+        accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz)
+    progress.info(f"accelerator: {accel.describe()}")
+    targets = [render.KernelTarget(k.release, feat.probe(k.header_dirs)) for k in fetched]
+    with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):
+        trees = render.generate(board, targets, run_dir / "gen")
+    result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe())
+    for k in fetched:
+        kdir = run_dir / k.release
+        kdir.mkdir(parents=True, exist_ok=True)
+        result.kernels.append(boot_kernel(board, k, trees[k.release], kdir, accel, fault))
+        write_json(result, run_dir / "results.json")
+    write_json(result, run_dir / "results.json")
+    write_junit(result, run_dir / "junit.xml")
+    return result

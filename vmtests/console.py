@@ -1,0 +1,104 @@
+"""Drive a guest over its serial console with pexpect and name what happened.
+
+Every outcome is a verdict, never a hang: the guest finishing its script,
+a kernel panic, an oops, a BUG, a WARN, a call trace, silence until the boot
+timeout, a stuck script until the scenario timeout, or QEMU dying.  The full
+console is kept in a log file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pexpect
+
+START = "msiforge-guest: start"
+DONE = "msiforge-guest: done"
+
+#: Console patterns that make a run fail, most severe first.
+FAULTS: list[tuple[str, str]] = [
+    ("panic", r"Kernel panic - not syncing[^\r\n]*"),
+    ("oops", r"Oops: [^\r\n]*|\bOops\b[^\r\n]*"),
+    ("bug", r"\bBUG: [^\r\n]*"),
+    ("warn", r"WARNING: [^\r\n]*"),
+    ("call-trace", r"Call Trace:"),
+]
+SEVERITY = {name: i for i, (name, _) in enumerate(FAULTS)}
+
+
+@dataclass
+class Console:
+    """What one boot produced."""
+
+    verdict: str  # completed | panic | oops | bug | warn | call-trace | boot-timeout | scenario-timeout | vm-crashed
+    detail: str
+    log: Path
+    boot_seconds: float | None
+    seconds: float
+    faults: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines()
+
+
+def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float) -> Console:
+    """Boot with ``argv`` and watch the console until the guest is done or a verdict is reached."""
+    start = time.monotonic()
+    faults: list[tuple[str, str]] = []
+    boot_seconds = None
+    verdict, detail = "", ""
+    with open(log, "w", encoding="utf-8", errors="replace") as logfh:
+        child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
+                              timeout=None, logfile=logfh, echo=False, dimensions=(50, 250))
+        try:
+            patterns = [re.escape(START), re.escape(DONE)] + [p for _, p in FAULTS] + [pexpect.EOF, pexpect.TIMEOUT]
+            n_faults = len(FAULTS)
+            deadline = start + boot_timeout
+            while True:
+                idx = child.expect(patterns, timeout=max(0.05, deadline - time.monotonic()))
+                if idx == 0:  # the guest's init is running the script
+                    boot_seconds = time.monotonic() - start
+                    deadline = time.monotonic() + scenario_timeout
+                elif idx == 1:
+                    verdict = "completed"
+                    _wait_exit(child, 15)
+                    break
+                elif idx < 2 + n_faults:
+                    name = FAULTS[idx - 2][0]
+                    faults.append((name, child.after.strip() if isinstance(child.after, str) else name))
+                    if name == "panic":
+                        _wait_exit(child, 10)
+                        break
+                elif idx == 2 + n_faults:  # EOF: QEMU exited before the guest said it was done
+                    verdict = "vm-crashed"
+                    child.close()
+                    detail = f"QEMU exited (status {child.exitstatus if child.exitstatus is not None else child.signalstatus})"
+                    break
+                else:
+                    if boot_seconds is None:
+                        verdict, detail = "boot-timeout", f"no '{START}' within {boot_timeout:g} s"
+                    else:
+                        verdict, detail = "scenario-timeout", f"guest script not done within {scenario_timeout:g} s"
+                    break
+        finally:
+            if child.isalive():
+                child.terminate(force=True)
+            child.close()
+    if faults:
+        worst = min(faults, key=lambda f: SEVERITY[f[0]])
+        # A fault outranks how the run ended, except that a hang stays visible in the detail.
+        detail = worst[1] + (f"; then {verdict}: {detail}" if verdict not in ("completed", "vm-crashed") else "")
+        verdict = worst[0]
+    return Console(verdict=verdict, detail=detail, log=log, boot_seconds=boot_seconds,
+                   seconds=time.monotonic() - start, faults=faults)
+
+
+def _wait_exit(child: pexpect.spawn, timeout: float) -> None:
+    try:
+        child.expect(pexpect.EOF, timeout=timeout)
+    except pexpect.TIMEOUT:
+        pass

@@ -1,0 +1,93 @@
+"""The guest's own minimal initramfs: busybox, the modules and the test script.
+
+Written directly in the kernel's ``newc`` cpio format (no external cpio
+needed, deterministic output).
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+from ..errors import EnvironmentProblem
+
+#: /init: mount what the tests need, run the script, power off.  A fault named
+#: on the kernel command line (msiforge.fault=...) is for the harness's own tests.
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs dev /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mkdir -p /tmp
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	msiforge.fault=panic) echo "msiforge-guest: injecting panic"; echo c > /proc/sysrq-trigger ;;
+	msiforge.fault=silent|msiforge.fault=hang) while :; do sleep 3600; done ;;
+	esac
+done
+sh /run.sh
+echo "msiforge-guest: exit $?"
+poweroff -f
+"""
+
+
+def find_busybox() -> Path:
+    """The static busybox to put in the guest (Debian's busybox-static)."""
+    for cand in ("/bin/busybox", "/usr/bin/busybox"):
+        p = Path(cand)
+        if p.is_file():
+            return p
+    found = shutil.which("busybox")
+    if found:
+        return Path(found)
+    raise EnvironmentProblem("busybox not found: install Debian's busybox-static (make setup, as root)")
+
+
+class _Newc:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.ino = 1
+
+    def add(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
+        header = b"070701" + b"".join(b"%08X" % f for f in fields)
+        entry = header + name.encode() + b"\0"
+        entry += b"\0" * (-len(entry) % 4)
+        entry += data + b"\0" * (-len(data) % 4)
+        self.chunks.append(entry)
+        self.ino += 1
+
+    def finish(self) -> bytes:
+        self.add("TRAILER!!!", 0)
+        return b"".join(self.chunks)
+
+
+def build(dest: Path, modules: list[Path], script: Path, busybox: Path | None = None) -> Path:
+    """Write the initramfs to ``dest`` and return it."""
+    busybox = busybox or find_busybox()
+    arc = _Newc()
+    for d in ("bin", "dev", "proc", "sys", "tmp", "modules"):
+        arc.add(d, stat.S_IFDIR | 0o755)
+    arc.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
+    arc.add("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes())
+    arc.add("init", stat.S_IFREG | 0o755, INIT.encode())
+    arc.add("run.sh", stat.S_IFREG | 0o755, script.read_bytes())
+    for ko in modules:
+        arc.add(f"modules/{ko.name}", stat.S_IFREG | 0o644, ko.read_bytes())
+    dest.write_bytes(arc.finish())
+    return dest
+
+
+def build_minimal(dest: Path, init: str, busybox: Path | None = None) -> Path:
+    """An initramfs with only busybox and the given /init script."""
+    busybox = busybox or find_busybox()
+    arc = _Newc()
+    for d in ("bin", "dev"):
+        arc.add(d, stat.S_IFDIR | 0o755)
+    arc.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
+    arc.add("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes())
+    arc.add("init", stat.S_IFREG | 0o755, init.encode())
+    dest.write_bytes(arc.finish())
+    return dest

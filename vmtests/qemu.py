@@ -1,0 +1,128 @@
+"""QEMU: the accelerator probe and the command line for a board.
+
+KVM is detected by running guest code under it, not by the presence of
+/dev/kvm (nested setups expose a device node that cannot run guests).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..board import Board
+from ..errors import EnvironmentProblem
+
+QEMU = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class Accel:
+    """The accelerator a run uses and why."""
+
+    name: str  # kvm | tcg
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.name.upper()} ({self.reason})"
+
+
+def qemu_binary() -> str:
+    path = shutil.which(QEMU)
+    if not path:
+        raise EnvironmentProblem(f"{QEMU} not found: install Debian's qemu-system-x86 (make setup, as root)")
+    return path
+
+
+#: /init of the probe guest: say so, power off.
+_PROBE_INIT = """#!/bin/busybox sh
+/bin/busybox echo msiforge-probe: ok
+/bin/busybox poweroff -f
+"""
+
+
+@functools.lru_cache(maxsize=4)
+def probe_kvm(kernel: Path) -> tuple[bool, str]:
+    """Boot ``kernel`` under KVM to a trivial init; return (works, explanation).
+
+    A nested or broken KVM can run a few real-mode instructions and still fail
+    on a real kernel ("KVM internal error"), so the probe boots the kernel the
+    run will use, with the CPU model the run will use.
+    """
+    import pexpect
+
+    from . import initramfs
+
+    if not os.path.exists("/dev/kvm"):
+        return False, "no /dev/kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is not accessible to this user"
+    with tempfile.TemporaryDirectory(prefix="msiforge-kvm-") as tmp:
+        initrd = initramfs.build_minimal(Path(tmp) / "probe.cpio", _PROBE_INIT)
+        argv = [qemu_binary(), "-M", "q35,kernel-irqchip=split", "-accel", "kvm", "-cpu", "host",
+                "-m", "256M", "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+                "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd),
+                "-append", "console=ttyS0 loglevel=3 panic=-1"]
+        child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=30)
+        try:
+            idx = child.expect(["msiforge-probe: ok", r"KVM internal error[^\r\n]*",
+                                r"qemu-system-x86_64: [^\r\n]*", pexpect.EOF, pexpect.TIMEOUT])
+            seen = child.after if isinstance(child.after, str) else ""
+        finally:
+            child.terminate(force=True)
+            child.close()
+    if idx == 0:
+        return True, "KVM probe: a kernel booted under KVM"
+    if idx == 4:
+        return False, "KVM probe: the kernel did not reach init under KVM within 30 s"
+    return False, f"KVM probe failed: {seen.strip() or 'QEMU exited'}"
+
+
+def choose_accel(requested: str, kernel: Path) -> Accel:
+    """Resolve a board's ``accel`` (auto | kvm | tcg) to what this machine can do with ``kernel``."""
+    if requested == "tcg":
+        return Accel("tcg", "the board asks for TCG")
+    works, why = probe_kvm(kernel)
+    if works:
+        return Accel("kvm", why)
+    if requested == "kvm":
+        raise EnvironmentProblem(f"the board asks for KVM, but it cannot run guests here: {why}")
+    return Accel("tcg", why)
+
+
+def command(board: Board, accel: Accel, kernel: Path, initrd: Path, append: str) -> list[str]:
+    """The qemu-system-x86_64 argv for one boot of ``board``."""
+    machine = board.machine
+    if accel.name == "kvm" and board.iommu == "intel-ir":
+        machine += ",kernel-irqchip=split"  # interrupt remapping needs the split irqchip under KVM
+    argv = [qemu_binary(), "-M", machine, "-accel", accel.name,
+            "-smp", str(board.cpus), "-m", f"{board.memory_mib}M",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]
+    if accel.name == "kvm":
+        argv += ["-cpu", "host"]
+    if board.iommu == "intel-ir":
+        # Must come before the devices it translates for.
+        argv += ["-device", "intel-iommu,intremap=on"]
+    for dev in board.devices:
+        # dma_mask: edu's default 28-bit mask silently clamps MSI addresses into RAM.
+        argv += ["-device", f"edu,dma_mask=0xffffffff,addr={dev.pci_slot:#04x}"]
+    argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
+    return argv
+
+
+def kernel_cmdline(fault: str | None = None) -> str:
+    """The guest kernel command line (fixed; nothing from the board reaches it).
+
+    loglevel=5 keeps informational messages off the console but shows
+    warnings (WARN is KERN_WARNING) and worse; panic=-1 with -no-reboot makes
+    QEMU exit on a panic.  ``fault`` is for the harness's own tests.
+    """
+    parts = ["console=ttyS0", "loglevel=5", "panic=-1"]
+    if fault == "silent":
+        parts[0] = "console=ttyS9"  # no such port: the guest says nothing at all
+    if fault:
+        parts.append(f"msiforge.fault={fault}")
+    return " ".join(parts)
