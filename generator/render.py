@@ -22,6 +22,7 @@ import jinja2
 
 from .. import __version__
 from ..board import Board, Device
+from . import cstyle
 from . import features as feat
 from .arch import ARCHES
 
@@ -60,6 +61,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["c_comment"] = c_comment
     env.filters["shell_word"] = shell_word
+    env.filters["split_lines"] = lambda text: [line for line in text.split("\n") if line.strip()]
     return env
 
 
@@ -94,7 +96,8 @@ def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, des
     for dev in board.devices:
         ctx = device_context(board, dev, kernel)
         name = f"{dev.module}.c"
-        (dest / name).write_text(env.get_template(DRIVER_TEMPLATE).render(ctx))
+        text = env.get_template(DRIVER_TEMPLATE).render(ctx)
+        (dest / name).write_text(cstyle.align_continuations(text))
         files[name] = DRIVER_TEMPLATE
         devices.append({"name": dev.name, "module": dev.module, "strategy": ctx["strategy"],
                         "chip": ctx["chip_name"], "domain": ctx["domain_name"]})

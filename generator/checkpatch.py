@@ -1,0 +1,78 @@
+"""The kernel's scripts/checkpatch.pl, taken from Debian's linux-source package.
+
+Only checkpatch.pl and its data files are extracted, once, into the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cache import cache_root, ensure_entry
+from ..errors import EnvironmentProblem
+
+SOURCE_PACKAGE = "linux-source-6.12"
+_FILES = ("scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch")
+_TOTAL = re.compile(r"total: (?P<e>\d+) errors, (?P<w>\d+) warnings, (?:(?P<c>\d+) checks, )?(?P<l>\d+) lines checked")
+
+
+@dataclass
+class Report:
+    """checkpatch's verdict on one file."""
+
+    path: Path
+    errors: int
+    warnings: int
+    checks: int
+    output: str
+
+
+def _extract(tmp: Path) -> None:
+    cmd = ["apt-get", "download", "-q", SOURCE_PACKAGE]
+    if os.geteuid() == 0:
+        cmd[2:2] = ["-o", "APT::Sandbox::User=root"]
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+    debs = list(tmp.glob(f"{SOURCE_PACKAGE}_*.deb"))
+    if proc.returncode != 0 or not debs:
+        raise EnvironmentProblem(f"apt-get download {SOURCE_PACKAGE} failed: {proc.stderr.strip()[-200:]}")
+    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], capture_output=True, check=True).stdout
+    outer = tmp / "fsys.tar"
+    outer.write_bytes(fsys)
+    with tarfile.open(outer) as tf:
+        inner = next(m for m in tf.getmembers() if m.name.endswith(".tar.xz"))
+        tf.extract(inner, tmp, filter="data")
+    with tarfile.open(tmp / inner.name, "r:xz") as src:
+        for member in src:
+            rel = member.name.split("/", 1)[-1]
+            if rel in _FILES:
+                member.name = rel
+                src.extract(member, tmp, filter="data")
+                if len(list((tmp / "scripts").glob("*"))) == len(_FILES):
+                    break
+    for f in [*debs, outer, tmp / inner.name]:
+        f.unlink()
+    for d in sorted(tmp.iterdir()):
+        if d.name != "scripts" and d.is_dir():
+            shutil.rmtree(d)
+
+
+def script() -> Path:
+    """Path of checkpatch.pl (fetched into the cache on first use)."""
+    entry = ensure_entry(cache_root() / "tools" / SOURCE_PACKAGE, _extract)
+    return entry / "scripts" / "checkpatch.pl"
+
+
+def check_file(path: Path) -> Report:
+    """Run ``checkpatch.pl --strict --no-tree -f`` on one file."""
+    cp = script()
+    proc = subprocess.run(["perl", str(cp), "--strict", "--no-tree", "--show-types", "-f", str(path)],
+                          capture_output=True, text=True, check=False, cwd=cp.parent.parent)
+    m = _TOTAL.search(proc.stdout)
+    if not m:
+        raise EnvironmentProblem(f"checkpatch.pl gave no summary for {path}: {proc.stdout[-300:]}{proc.stderr[-300:]}")
+    return Report(path=path, errors=int(m["e"]), warnings=int(m["w"]), checks=int(m["c"] or 0), output=proc.stdout)

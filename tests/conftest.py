@@ -1,0 +1,25 @@
+"""Fixtures: the cache location and fetched kernels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from helpers import KERNELS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_env():
+    # Tests share the user's cache (kernels are large); CI may point it elsewhere.
+    os.environ.setdefault("MSIFORGE_CACHE", str(Path.home() / ".cache" / "msiforge"))
+
+
+@pytest.fixture(scope="session")
+def fetched_kernels():
+    """The Debian kernels of KERNELS, fetched into the cache (downloads once)."""
+    from msiforge import kernels
+
+    available = kernels.index()
+    return {spec: kernels.fetch(spec, available) for spec in KERNELS}
