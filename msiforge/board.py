@@ -237,6 +237,8 @@ def validate(data: Any, display: str) -> Board:
     check = _Checker(display)
     if data is None:
         check.fail("<file>", "empty board file")
+    if not isinstance(data, dict):
+        check.fail("<board>", f"must be a mapping of fields (name, devices, ...), got {_typename(data)}")
     check.mapping(data, "", _TOP_KEYS)
     if "name" not in data:
         check.fail("name", "missing")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -123,16 +124,20 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     return result
 
 
+_KMSG = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
 def _ktap_lines(lines: list[str]) -> list[str]:
+    """The guest's KTAP document, without the kernel messages printed in between."""
     out, inside = [], False
     for line in lines:
-        line = line.rstrip("\r")
         if line.startswith("KTAP version"):
             inside = True
         if inside:
             if line.startswith(vmconsole.DONE):
                 break
-            out.append(line)
+            if not _KMSG.match(line):
+                out.append(line)
     return out
 
 

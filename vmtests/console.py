@@ -42,7 +42,9 @@ class Console:
 
     @property
     def lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines()
+        # The pty turns the guest's \r\n into \r\r\n: split on \n only.
+        text = self.log.read_bytes().decode("utf-8", errors="replace")
+        return [line.rstrip("\r") for line in text.split("\n")]
 
 
 def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float) -> Console:
