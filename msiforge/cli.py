@@ -89,7 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_table(result) -> None:
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        out.width = 160  # logs and pipes: keep kernel names and paths on one line
     scen = [s.name for s in result.kernels[0].scenarios] if result.kernels else []
     table = Table(title=f"msiforge run: board {result.board}, {result.accel}")
     table.add_column("kernel")

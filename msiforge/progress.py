@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from rich.console import Console
 from rich.status import Status
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
