@@ -57,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
                    help="run only these scenarios (deliver, mask, affinity, unload); repeatable")
     p.add_argument("--out", "-o", type=Path, metavar="DIR",
                    help="run directory (default: a new directory under runs/)")
+    p.add_argument("--backend", choices=["qemu", "vng"], default="qemu",
+                   help="qemu: boot with msiforge's own minimal initramfs (default, fastest); "
+                        "vng: boot through virtme-ng with the host's root filesystem")
     p.add_argument("--guest-fault", choices=["panic", "silent"], help=argparse.SUPPRESS)
 
     p = sub.add_parser("generate", help="render the drivers and guest script for each kernel",
@@ -83,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .board import load_board
 
     board = load_board(args.board)
-    result = runner.run(board, args.kernels, args.scenarios, args.out, fault=args.guest_fault)
+    result = runner.run(board, args.kernels, args.scenarios, args.out, fault=args.guest_fault,
+                        backend=args.backend)
     print_table(result)
     return 0 if result.passed else 1
 

@@ -36,6 +36,7 @@ class KernelResult:
     verdict: str  # pass | fail | a boot verdict (panic, boot-timeout, build-failed, ...)
     detail: str = ""
     accel: str = ""
+    timing: str = ""
     boot_seconds: float | None = None
     seconds: float = 0.0
     console_log: str = ""
@@ -66,7 +67,7 @@ class RunResult:
             "kernels": [
                 {
                     "spec": k.spec, "release": k.release, "verdict": k.verdict, "detail": k.detail,
-                    "passed": k.passed, "boot_seconds": k.boot_seconds, "seconds": round(k.seconds, 2),
+                    "passed": k.passed, "timing": k.timing, "boot_seconds": k.boot_seconds, "seconds": round(k.seconds, 2),
                     "console_log": k.console_log, "ktap_log": k.ktap_log,
                     "scenarios": [{"name": s.name, "status": s.status, "devices": s.devices,
                                    "diagnostics": s.diagnostics} for s in k.scenarios],

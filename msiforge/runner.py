@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import hashlib
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .kmod import build as kbuild
 from .kspec import parse_spec
 from .results import FAIL, PASS, KernelResult, RunResult, ScenarioResult, write_json, write_junit
 from .vmtests import console as vmconsole
-from .vmtests import initramfs, ktap, qemu
+from .vmtests import initramfs, ktap, qemu, vng
 
 
 def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -> tuple[Board, list[str]]:
@@ -93,7 +94,7 @@ def scenario_results(board: Board, root: ktap.TestResult, boot: vmconsole.Consol
 
 
 def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel: qemu.Accel,
-                fault: str | None = None) -> KernelResult:
+                fault: str | None = None, backend: str = "qemu") -> KernelResult:
     """Build, boot and test one kernel; every failure becomes a verdict in the result."""
     result = KernelResult(spec=kernel.spec, release=kernel.release, verdict=PASS, accel=accel.name)
     try:
@@ -103,12 +104,21 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
         result.verdict, result.detail = "build-failed", str(exc)
         result.scenarios = [ScenarioResult(name=s, status="build-failed") for s in board.scenarios]
         return result
-    initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh")
-    argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault))
-    (kdir / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+    icount = False
+    if accel.name == "tcg":
+        icount, result.timing = qemu.probe_icount(kernel.vmlinuz, cache_root() / "probes")
+    env = None
+    if backend == "vng":
+        argv, env = vng.command(board, accel, kernel.vmlinuz, tree, icount)
+    else:
+        initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh")
+        argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault), icount)
+    (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
     log = kdir / "console.log"
-    with progress.step(f"boot {kernel.release} under {accel.name.upper()} and run {', '.join(board.scenarios)}"):
-        boot = vmconsole.run(argv, log, board.boot_timeout, board.scenario_timeout)
+    clock = ", icount" if icount else ""
+    title = f"boot {kernel.release} ({backend}, {accel.name.upper()}{clock}) and run {', '.join(board.scenarios)}"
+    with progress.step(title):
+        boot = vmconsole.run(argv, log, board.boot_timeout, board.scenario_timeout, env=env)
     lines = boot.lines
     root = ktap.parse(lines)
     ktap_lines = _ktap_lines(lines)
@@ -142,9 +152,14 @@ def _ktap_lines(lines: list[str]) -> list[str]:
 
 
 def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | None = None,
-        out: Path | None = None, fault: str | None = None) -> RunResult:
-    """Run a board on its kernels (or ``specs``) and write the run directory."""
+        out: Path | None = None, fault: str | None = None, backend: str = "qemu") -> RunResult:
+    """Run a board on its kernels (or ``specs``) and write the run directory.
+
+    ``backend`` is ``qemu`` (our own initramfs) or ``vng`` (virtme-ng).
+    """
     board, specs = select(board, specs, scenarios)
+    if fault and backend != "qemu":
+        raise InputError("--guest-fault needs the qemu backend (it is injected by msiforge's own init)")
     available = kern.index()
     for s in specs:
         kern.resolve(s, available)  # bad specs fail before anything is written
@@ -164,7 +179,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     for k in fetched:
         kdir = run_dir / k.release
         kdir.mkdir(parents=True, exist_ok=True)
-        result.kernels.append(boot_kernel(board, k, trees[k.release], kdir, accel, fault))
+        result.kernels.append(boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend))
         write_json(result, run_dir / "results.json")
     write_json(result, run_dir / "results.json")
     write_junit(result, run_dir / "junit.xml")

@@ -125,3 +125,17 @@ def test_silent_guest_times_out_at_the_boot_timeout(tmp_path):
     assert "no 'msiforge-guest: start' within 12 s" in k["detail"]
     assert elapsed < 12 + 30
     assert f"console log: {k['console_log']}" in proc.stdout
+
+
+def test_vng_backend_runs_the_same_script(tmp_path):
+    """--backend vng boots through virtme-ng and gets the same verdicts from the same guest script."""
+    board = write_board(tmp_path, {
+        "name": "small", "fires": 2,
+        "devices": [{"name": "ims0", "storage": "ims", "slots": 4, "mask": "source"}]})
+    run_dir = tmp_path / "run"
+    proc = msiforge("run", str(board), "--backend", "vng", "--out", str(run_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    k = _results(run_dir)["kernels"][0]
+    assert [s["status"] for s in k["scenarios"]] == ["pass"] * 4
+    assert "vng" in (run_dir / k["release"] / "cmdline").read_text()
+    assert "# ims0: 4 slot(s) x 2 fires delivered" in (run_dir / k["release"] / "ktap.txt").read_text()

@@ -47,7 +47,8 @@ class Console:
         return [line.rstrip("\r") for line in text.split("\n")]
 
 
-def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float) -> Console:
+def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float,
+        env: dict[str, str] | None = None) -> Console:
     """Boot with ``argv`` and watch the console until the guest is done or a verdict is reached."""
     start = time.monotonic()
     faults: list[tuple[str, str]] = []
@@ -55,7 +56,7 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
     verdict, detail = "", ""
     with open(log, "w", encoding="utf-8", errors="replace") as logfh:
         child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
-                              timeout=None, logfile=logfh, echo=False, dimensions=(50, 250))
+                              timeout=None, logfile=logfh, echo=False, dimensions=(50, 250), env=env)
         try:
             patterns = [re.escape(START), re.escape(DONE)] + [p for _, p in FAULTS] + [pexpect.EOF, pexpect.TIMEOUT]
             n_faults = len(FAULTS)
