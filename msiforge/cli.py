@@ -11,6 +11,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import MsiforgeError
+from .vmtests.initramfs import FAULTS
 
 EPILOG = """\
 A board (YAML) names the machine, its interrupt hierarchy and devices with
@@ -60,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["qemu", "vng"], default="qemu",
                    help="qemu: boot with msiforge's own minimal initramfs (default, fastest); "
                         "vng: boot through virtme-ng with the host's root filesystem")
-    p.add_argument("--guest-fault", choices=["panic", "silent"], help=argparse.SUPPRESS)
+    p.add_argument("--guest-fault", choices=sorted(FAULTS), metavar="FAULT",
+                   help="test msiforge itself: make the guest misbehave (" + ", ".join(sorted(FAULTS)) + ")")
 
     p = sub.add_parser("generate", help="render the drivers and guest script for each kernel",
                        description="Render one Kbuild-able module tree per kernel under DIR/<release>: one "

@@ -71,6 +71,16 @@ def build_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
     return sorted(entry.glob("*.ko"))
 
 
+def build_fault_module(kernel: kern.Kernel, dest: Path) -> Path:
+    """Build the test-only fault injector (kmod/fault) for ``kernel``."""
+    src = Path(kbuild.__file__).parent / "fault" / "msiforge_fault.c"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest / src.name)
+    (dest / "Kbuild").write_text("obj-m += msiforge_fault.o\n")
+    (dest / "manifest.json").write_text('{"files": {"msiforge_fault.c": "kmod/fault/msiforge_fault.c"}}\n')
+    return kbuild.build(dest, kernel.build_dir).modules[0]
+
+
 def scenario_results(board: Board, root: ktap.TestResult, boot: vmconsole.Console) -> list[ScenarioResult]:
     """Map the guest's KTAP tree to one result per board scenario."""
     by_name = {t.name: t for t in root.subtests}
@@ -111,6 +121,8 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     if backend == "vng":
         argv, env = vng.command(board, accel, kernel.vmlinuz, tree, icount)
     else:
+        if fault in ("oops", "warn"):
+            modules = modules + [build_fault_module(kernel, kdir / "fault")]
         initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh")
         argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault), icount)
     (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
@@ -129,6 +141,9 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     result.scenarios = scenario_results(board, root, boot)
     if boot.verdict != "completed":
         result.verdict, result.detail = boot.verdict, boot.detail
+    elif any(s.status == "load-failed" for s in result.scenarios):
+        result.verdict = "load-failed"
+        result.detail = "; ".join(result.scenarios[0].diagnostics[:2])
     elif not all(s.passed for s in result.scenarios):
         result.verdict = FAIL
     return result

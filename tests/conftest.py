@@ -23,3 +23,14 @@ def fetched_kernels():
 
     available = kernels.index()
     return {spec: kernels.fetch(spec, available) for spec in KERNELS}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_qemu_left_behind():
+    """After the suite, no QEMU started for a test may still run."""
+    import subprocess
+
+    yield
+    out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
+    ours = [line for line in out.splitlines() if "pytest-of-" in line or "msiforge-probe-" in line]
+    assert not ours, f"QEMU processes left behind: {ours}"

@@ -23,14 +23,38 @@ mount -t debugfs debugfs /sys/kernel/debug
 mkdir -p /tmp
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
-	msiforge.fault=panic) echo "msiforge-guest: injecting panic"; echo c > /proc/sysrq-trigger ;;
-	msiforge.fault=silent|msiforge.fault=hang) while :; do sleep 3600; done ;;
+	msiforge.fault=*) fault=${arg#msiforge.fault=} ;;
 	esac
 done
+case "$fault" in
+panic) echo "msiforge-guest: injecting panic"; echo c > /proc/sysrq-trigger ;;
+hang-hard) while :; do sleep 3600; done ;;
+oops|warn) insmod /modules/msiforge_fault.ko what=$fault ;;
+hang-soft) export MSIFORGE_STALL=1 ;;
+load-fail) export MSIFORGE_INSMOD_ARGS=pci_slot=31 ;;
+vm-crash)
+	# An edu DMA into a device buffer address out of range makes QEMU abort.
+	d=$(ls -d /sys/bus/pci/devices/*/ | while read -r p; do
+		[ "$(cat "$p/vendor"):$(cat "$p/device")" = 0x1234:0x11e8 ] && echo "$p" && break; done)
+	echo 1 > "$d/enable"
+	bar=$(($(cut -d " " -f 1 "$d/resource" | head -n 1)))
+	devmem $((bar + 0x80)) 32 0x1000
+	devmem $((bar + 0x88)) 32 0x0
+	devmem $((bar + 0x90)) 32 4
+	devmem $((bar + 0x98)) 32 1
+	sleep 5 ;;
+esac
 sh /run.sh
 echo "msiforge-guest: exit $?"
 poweroff -f
 """
+
+#: Faults the guest can inject, and the verdict each must produce.
+FAULTS = {
+    "panic": "panic", "oops": "oops", "warn": "warn",
+    "hang-hard": "boot-timeout", "hang-soft": "scenario-timeout",
+    "load-fail": "load-failed", "vm-crash": "vm-crashed",
+}
 
 
 def find_busybox() -> Path:

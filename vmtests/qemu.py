@@ -175,7 +175,7 @@ def kernel_cmdline(fault: str | None = None) -> str:
     QEMU exit on a panic.  ``fault`` is for the harness's own tests.
     """
     parts = ["console=ttyS0", "loglevel=5", "panic=-1"]
-    if fault == "silent":
+    if fault == "hang-hard":
         parts[0] = "console=ttyS9"  # no such port: the guest says nothing at all
     if fault:
         parts.append(f"msiforge.fault={fault}")
