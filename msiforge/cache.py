@@ -50,9 +50,13 @@ def ensure_entry(entry: Path, build: Callable[[Path], None], marker: str = ".com
     """
     if (entry / marker).exists():
         return entry
+    entry.parent.mkdir(parents=True, exist_ok=True)
     with locked(entry.with_name(entry.name + ".lock")):
         if (entry / marker).exists():
             return entry  # another process built it while we waited
+        # Under the lock, any temporary sibling is left over from a killed build.
+        for stale in entry.parent.glob(f".{entry.name}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
         try:
             build(tmp)

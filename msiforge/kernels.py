@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import progress
 from .cache import cache_root, ensure_entry
 from .errors import EnvironmentProblem, SpecError
 from .kspec import KernelSpec, parse_spec
@@ -161,6 +162,7 @@ def _download(pkgs: list[str], dest: Path) -> list[Path]:
 
 def _build_entry(kernel: DebianKernel, tmp: Path) -> None:
     pkgs = _packages_for(kernel)
+    progress.info(f"downloading {len(pkgs)} Debian packages for {kernel.release}")
     dl = tmp / "debs"
     dl.mkdir()
     debs = _download(pkgs, dl)
