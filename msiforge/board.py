@@ -23,7 +23,9 @@ from .kspec import KernelSpec, parse_spec
 DEFAULT_BOARD = "q35-ims"
 
 #: Scenarios a board may list, in the order they run in the guest.
-SCENARIOS = ("deliver", "mask", "affinity", "unload")
+SCENARIOS = ("deliver", "mask", "affinity", "stress", "churn", "rt", "unload")
+#: What a board runs when it names no scenarios.
+DEFAULT_SCENARIOS = ("deliver", "mask", "affinity", "unload")
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 DEVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
@@ -273,15 +275,16 @@ def validate(data: Any, display: str) -> Board:
             check.fail(f"devices[{i}].name", f"duplicate device name {dev.name!r}")
         seen.add(dev.name)
 
-    scen_raw = check.sequence(data.get("scenarios", list(SCENARIOS)), "scenarios", 1, len(SCENARIOS))
+    scen_raw = check.sequence(data.get("scenarios", list(DEFAULT_SCENARIOS)), "scenarios", 1, len(SCENARIOS))
     scenarios = []
     for i, s in enumerate(scen_raw):
         s = check.choice(s, f"scenarios[{i}]", SCENARIOS)
         if s in scenarios:
             check.fail(f"scenarios[{i}]", f"duplicate scenario {s!r}")
         scenarios.append(s)
-    if "affinity" in scenarios and cpus < 2:
-        check.fail("scenarios", "'affinity' moves a vector to CPU1 and needs cpus >= 2")
+    for needs_two in ("affinity", "stress"):
+        if needs_two in scenarios and cpus < 2:
+            check.fail("scenarios", f"'{needs_two}' moves vectors between CPU0 and CPU1 and needs cpus >= 2")
 
     fires = check.integer(data.get("fires", 3), "fires", 1, 1000)
     boot_timeout = check.integer(data.get("boot_timeout", 120), "boot_timeout", 5, 3600)

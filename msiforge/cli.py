@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     _add_board(p)
     _add_kernels(p)
     p.add_argument("--scenario", "-s", action="append", metavar="S", dest="scenarios",
-                   help="run only these scenarios (deliver, mask, affinity, unload); repeatable")
+                   help="run only these scenarios (deliver, mask, affinity, stress, churn, rt, unload); repeatable")
     p.add_argument("--out", "-o", type=Path, metavar="DIR",
                    help="run directory (default: a new directory under runs/)")
     p.add_argument("--backend", choices=["qemu", "vng"], default="qemu",

@@ -33,8 +33,8 @@ def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -
         for s in scenarios:
             if s not in SCENARIOS:
                 raise InputError(f"--scenario {s!r}: unknown scenario (known: {', '.join(SCENARIOS)})")
-            if s == "affinity" and board.cpus < 2:
-                raise InputError(f"--scenario affinity: board {board.name} has {board.cpus} CPU, needs 2")
+            if s in ("affinity", "stress") and board.cpus < 2:
+                raise InputError(f"--scenario {s}: board {board.name} has {board.cpus} CPU, needs 2")
         board = dataclasses.replace(board, scenarios=tuple(s for s in SCENARIOS if s in scenarios))
     return board, list(dict.fromkeys(specs))
 

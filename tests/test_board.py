@@ -102,7 +102,7 @@ def test_invalid_board_is_one_clean_line(tmp_path, path, value, field, reason):
 
 def test_single_cpu_board_cannot_ask_for_affinity():
     data = _mutate("cpus", 1)
-    with pytest.raises(BoardError, match="scenarios: 'affinity' moves a vector to CPU1"):
+    with pytest.raises(BoardError, match="scenarios: 'affinity' moves vectors between CPU0 and CPU1"):
         validate(data, "b.yaml")
 
 
