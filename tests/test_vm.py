@@ -178,3 +178,22 @@ def test_vng_backend_runs_the_same_script(tmp_path):
     assert [s["status"] for s in k["scenarios"]] == ["pass"] * 4
     assert "vng" in (run_dir / k["release"] / "cmdline").read_text()
     assert "# ims0: 4 slot(s) x 2 fires delivered" in (run_dir / k["release"] / "ktap.txt").read_text()
+
+
+def test_stress_churn_and_rt(tmp_path):
+    """stress, churn and rt on a PREEMPT_RT 6.12 kernel, beside the default scenarios."""
+    board = write_board(tmp_path, {
+        "name": "stress", "fires": 2, "scenario_timeout": 600,
+        "devices": [{"name": "ims0", "storage": "ims", "slots": 4, "mask": "source", "groups": [1, 2]},
+                    {"name": "pmsi0", "storage": "platform-msi", "slots": 3, "mask": "parent",
+                     "update": "queued", "groups": [1, 2]}],
+        "scenarios": ["deliver", "mask", "affinity", "stress", "churn", "rt", "unload"]})
+    run_dir = tmp_path / "run"
+    proc = msiforge("run", str(board), "--kernel", "debian:6.12-rt", "--out", str(run_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    k = _results(run_dir)["kernels"][0]
+    assert k["release"].endswith("-rt-amd64")
+    ktap = (run_dir / k["release"] / "ktap.txt").read_text()
+    assert "# ims0: 1000 fires from 2 CPUs over 4 slot(s) during" in ktap
+    assert "# pmsi0: 50 group rounds (1 2) and 20 reloads; irq descriptors stay" in ktap
+    assert "# ims0: 4 threaded handler(s) on " in ktap
