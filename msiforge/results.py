@@ -21,6 +21,7 @@ class ScenarioResult:
     status: str
     devices: dict[str, str] = field(default_factory=dict)
     diagnostics: list[str] = field(default_factory=list)
+    seconds: float | None = None  # wall-clock, as the host saw the guest's result lines
 
     @property
     def passed(self) -> bool:
@@ -69,8 +70,8 @@ class RunResult:
                     "spec": k.spec, "release": k.release, "verdict": k.verdict, "detail": k.detail,
                     "passed": k.passed, "timing": k.timing, "boot_seconds": k.boot_seconds, "seconds": round(k.seconds, 2),
                     "console_log": k.console_log, "ktap_log": k.ktap_log,
-                    "scenarios": [{"name": s.name, "status": s.status, "devices": s.devices,
-                                   "diagnostics": s.diagnostics} for s in k.scenarios],
+                    "scenarios": [{"name": s.name, "status": s.status, "seconds": s.seconds,
+                                   "devices": s.devices, "diagnostics": s.diagnostics} for s in k.scenarios],
                 }
                 for k in self.kernels
             ],
@@ -90,7 +91,8 @@ def write_junit(result: RunResult, path: Path) -> None:
                               tests=str(len(k.scenarios)), failures=str(failures), errors="0",
                               time=f"{k.seconds:.2f}")
         for s in k.scenarios:
-            case = ET.SubElement(suite, "testcase", classname=f"{result.board}.{k.release}", name=s.name)
+            case = ET.SubElement(suite, "testcase", classname=f"{result.board}.{k.release}", name=s.name,
+                                 time=f"{s.seconds or 0:.3f}")
             if not s.passed:
                 msg = s.status if s.status != FAIL else "; ".join(s.diagnostics[:3]) or "failed"
                 fail = ET.SubElement(case, "failure", message=msg, type=s.status)

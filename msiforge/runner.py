@@ -99,7 +99,8 @@ def scenario_results(board: Board, root: ktap.TestResult, boot: vmconsole.Consol
             status = PASS
         else:
             status = FAIL
-        out.append(ScenarioResult(name=name, status=status, devices=devices, diagnostics=diags))
+        out.append(ScenarioResult(name=name, status=status, devices=devices, diagnostics=diags,
+                                  seconds=boot.step_seconds.get(name)))
     return out
 
 

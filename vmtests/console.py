@@ -27,6 +27,8 @@ FAULTS: list[tuple[str, str]] = [
     ("call-trace", r"Call Trace:"),
 ]
 SEVERITY = {name: i for i, (name, _) in enumerate(FAULTS)}
+#: A top-level KTAP result line ("ok 2 deliver"), timed by the host as it arrives.
+STEP = r"\n(?:not )?ok \d+ ([a-z][a-z-]*)(?=\r*\n)"
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Console:
     boot_seconds: float | None
     seconds: float
     faults: list[tuple[str, str]] = field(default_factory=list)
+    #: Wall-clock seconds of each top-level KTAP step (load, then each scenario).
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def lines(self) -> list[str]:
@@ -52,6 +56,7 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
     """Boot with ``argv`` and watch the console until the guest is done or a verdict is reached."""
     start = time.monotonic()
     faults: list[tuple[str, str]] = []
+    steps: dict[str, float] = {}
     boot_seconds = None
     verdict, detail = "", ""
     with open(log, "w", encoding="utf-8", errors="replace") as logfh:
@@ -59,12 +64,20 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
                               timeout=None, logfile=logfh, echo=False, dimensions=(50, 250), env=env)
         try:
             patterns = [re.escape(START), re.escape(DONE)] + [p for _, p in FAULTS] + [pexpect.EOF, pexpect.TIMEOUT]
+            patterns.append(STEP)
             n_faults = len(FAULTS)
             deadline = start + boot_timeout
+            last = start
             while True:
                 idx = child.expect(patterns, timeout=max(0.05, deadline - time.monotonic()))
+                if idx == len(patterns) - 1:  # a top-level KTAP result: time the step
+                    now = time.monotonic()
+                    steps[child.match.group(1)] = round(now - last, 3)
+                    last = now
+                    continue
                 if idx == 0:  # the guest's init is running the script
                     boot_seconds = time.monotonic() - start
+                    last = time.monotonic()
                     deadline = time.monotonic() + scenario_timeout
                 elif idx == 1:
                     verdict = "completed"
@@ -97,7 +110,7 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
         detail = worst[1] + (f"; then {verdict}: {detail}" if verdict not in ("completed", "vm-crashed") else "")
         verdict = worst[0]
     return Console(verdict=verdict, detail=detail, log=log, boot_seconds=boot_seconds,
-                   seconds=time.monotonic() - start, faults=faults)
+                   seconds=time.monotonic() - start, faults=faults, step_seconds=steps)
 
 
 def _wait_exit(child: pexpect.spawn, timeout: float) -> None:

@@ -63,8 +63,9 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float) -> tuple[in
         start = time.monotonic()
         child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=timeout)
         try:
-            idx = child.expect(["msiforge-probe: ok", r"KVM internal error[^\r\n]*",
-                                r"qemu-system-x86_64: [^\r\n]*", pexpect.EOF, pexpect.TIMEOUT])
+            # Error patterns end at the line end, so the whole message is captured.
+            idx = child.expect(["msiforge-probe: ok", r"KVM internal error[^\r\n]*\r?\n",
+                                r"qemu-system-x86_64: [^\r\n]*\r?\n", pexpect.EOF, pexpect.TIMEOUT])
             seen = child.after if isinstance(child.after, str) else ""
         finally:
             child.terminate(force=True)
