@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import MsiforgeError
+from .errors import InputError, MsiforgeError
 from .vmtests.initramfs import FAULTS
 
 EPILOG = """\
@@ -61,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["qemu", "vng"], default="qemu",
                    help="qemu: boot with msiforge's own minimal initramfs (default, fastest); "
                         "vng: boot through virtme-ng with the host's root filesystem")
+    p.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="build and boot N kernels at once (default: one per CPU core)")
     p.add_argument("--guest-fault", choices=sorted(FAULTS), metavar="FAULT",
                    help="test msiforge itself: make the guest misbehave (" + ", ".join(sorted(FAULTS)) + ")")
 
@@ -87,9 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import runner
     from .board import load_board
 
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs {args.jobs}: must be 1 or more")
     board = load_board(args.board)
     result = runner.run(board, args.kernels, args.scenarios, args.out, fault=args.guest_fault,
-                        backend=args.backend)
+                        backend=args.backend, jobs=args.jobs)
     print_table(result)
     return 0 if result.passed else 1
 

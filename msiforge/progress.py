@@ -10,13 +10,20 @@ from rich.console import Console
 from rich.status import Status
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+_live = True
+
+
+def live(enabled: bool) -> None:
+    """Turn the live spinner on or off (off while several steps run at once)."""
+    global _live
+    _live = enabled
 
 
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
     """Show ``title`` with a spinner while the block runs, then a ✓/✗ line with its duration."""
     start = time.monotonic()
-    status: Status | None = console.status(title) if console.is_terminal else None
+    status: Status | None = console.status(title) if console.is_terminal and _live else None
     if status:
         status.start()
     ok = False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
+import os
 import re
 import shlex
 import shutil
@@ -168,10 +170,12 @@ def _ktap_lines(lines: list[str]) -> list[str]:
 
 
 def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | None = None,
-        out: Path | None = None, fault: str | None = None, backend: str = "qemu") -> RunResult:
+        out: Path | None = None, fault: str | None = None, backend: str = "qemu",
+        jobs: int | None = None) -> RunResult:
     """Run a board on its kernels (or ``specs``) and write the run directory.
 
-    ``backend`` is ``qemu`` (our own initramfs) or ``vng`` (virtme-ng).
+    ``backend`` is ``qemu`` (our own initramfs) or ``vng`` (virtme-ng);
+    ``jobs`` kernels are built and booted at once (default: one per core).
     """
     board, specs = select(board, specs, scenarios)
     if fault and backend != "qemu":
@@ -192,11 +196,19 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):
         trees = render.generate(board, targets, run_dir / "gen")
     result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe())
-    for k in fetched:
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(fetched)))
+    if jobs > 1:
+        progress.live(False)  # several steps at once: plain lines, no spinner
+
+    def one(k: kern.Kernel) -> KernelResult:
         kdir = run_dir / k.release
         kdir.mkdir(parents=True, exist_ok=True)
-        result.kernels.append(boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend))
-        write_json(result, run_dir / "results.json")
-    write_json(result, run_dir / "results.json")
+        return boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, k) for k in fetched]
+        for fut in futures:  # results keep the order of the kernels asked for
+            result.kernels.append(fut.result())
+            write_json(result, run_dir / "results.json")
     write_junit(result, run_dir / "junit.xml")
     return result
