@@ -39,7 +39,7 @@ FIRST_PCI_SLOT = 0x10
 
 _TOP_KEYS = {
     "name", "description", "arch", "machine", "cpus", "memory", "accel", "iommu",
-    "kernels", "devices", "scenarios", "fires", "boot_timeout", "scenario_timeout",
+    "kernels", "devices", "scenarios", "fires", "boot_timeout", "scenario_timeout", "tcg_clock",
 }
 _DEVICE_KEYS = {"name", "emulation", "storage", "slots", "mask", "update", "groups"}
 
@@ -87,6 +87,7 @@ class Board:
     fires: int
     boot_timeout: int
     scenario_timeout: int
+    tcg_clock: str = "auto"
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -289,11 +290,12 @@ def validate(data: Any, display: str) -> Board:
     fires = check.integer(data.get("fires", 3), "fires", 1, 1000)
     boot_timeout = check.integer(data.get("boot_timeout", 120), "boot_timeout", 5, 3600)
     scenario_timeout = check.integer(data.get("scenario_timeout", 900), "scenario_timeout", 5, 36000)
+    tcg_clock = check.choice(data.get("tcg_clock", "auto"), "tcg_clock", ("auto", "realtime"))
 
     return Board(path=display, name=name, description=description, arch=arch, machine=machine, cpus=cpus,
                  memory_mib=memory_mib, accel=accel, iommu=iommu, kernels=tuple(kernels), devices=devices,
                  scenarios=tuple(s for s in SCENARIOS if s in scenarios), fires=fires,
-                 boot_timeout=boot_timeout, scenario_timeout=scenario_timeout, raw=data)
+                 boot_timeout=boot_timeout, scenario_timeout=scenario_timeout, tcg_clock=tcg_clock, raw=data)
 
 
 def builtin_boards() -> list[str]:

@@ -118,8 +118,10 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
         result.scenarios = [ScenarioResult(name=s, status="build-failed") for s in board.scenarios]
         return result
     icount = False
-    if accel.name == "tcg":
+    if accel.name == "tcg" and board.tcg_clock == "auto":
         icount, result.timing = qemu.probe_icount(kernel.vmlinuz, cache_root() / "probes")
+    elif accel.name == "tcg":
+        result.timing = "real-time clocks (the board's tcg_clock)"
     env = None
     if backend == "vng":
         argv, env = vng.command(board, accel, kernel.vmlinuz, tree, icount)

@@ -1,0 +1,233 @@
+"""msiforge benchmarks: `make bench` prints a table and writes bench/results.json.
+
+Every figure is the median of several runs; every comparison is measured side
+by side in the same run (interleaved), on the same kernel and machine flags.
+
+  floor      msiforge run --scenario deliver  vs  bare qemu -kernel -initrd (busybox init that powers off)
+  vng        msiforge run --scenario deliver  vs  the same through virtme-ng (--backend vng)
+  matrix     4 kernels x default scenarios: --jobs 1 vs --jobs 2
+  firing     interrupts per second through the device-side store: real-time clocks vs -icount
+  builds     module build: cold and after a one-line change; patched kernel (bench/kernel_build.py)
+  generate   rendering a board with 16 devices x 2048 slots
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MSIFORGE = [sys.executable, "-m", "msiforge.cli"]
+KERNEL = "debian:6.12"
+MATRIX = ["debian:6.1.0-55", "debian:6.1.0-56", "debian:6.12.115", "debian:6.12.117"]
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:6])}... failed ({proc.returncode}):\n{proc.stdout[-2000:]}"
+                         f"{proc.stderr[-2000:]}")
+    return proc
+
+
+def timed(cmd: list[str], **kw) -> float:
+    start = time.monotonic()
+    sh(cmd, **kw)
+    return time.monotonic() - start
+
+
+def board_file(tmp: Path, name: str, **fields) -> Path:
+    data = yaml.safe_load((REPO / "boards" / "q35-ims.yaml").read_text())
+    data.update(fields)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def msiforge_run(tmp: Path, *args: str) -> tuple[float, dict]:
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    secs = timed([*MSIFORGE, "run", *args, "--out", str(out)])
+    return secs, json.loads((out / "results.json").read_text())
+
+
+def floor_seconds(kernel_spec: str, icount: bool) -> float:
+    """Boot the same kernel with the same machine flags to a busybox init that only powers off."""
+    from msiforge import kernels
+    from msiforge.board import load_board
+    from msiforge.vmtests import initramfs, qemu
+
+    board = load_board(None)
+    k = kernels.fetch(kernel_spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        initrd = initramfs.build_minimal(Path(tmp) / "floor.cpio", "#!/bin/busybox sh\n/bin/busybox poweroff -f\n")
+        accel = qemu.Accel("tcg", "bench")
+        argv = qemu.command(board, accel, k.vmlinuz, initrd, "console=ttyS0 loglevel=5 panic=-1", icount)
+        return timed(argv, timeout=300)
+
+
+def bench_floor_and_vng(tmp: Path, repeat: int) -> dict:
+    from msiforge import kernels
+    from msiforge.cache import cache_root
+    from msiforge.vmtests import qemu
+
+    k = kernels.fetch(KERNEL)
+    icount, _ = qemu.probe_icount(k.vmlinuz, cache_root() / "probes")
+    ours, floor, vng = [], [], []
+    for _ in range(repeat):
+        ours.append(msiforge_run(tmp, "--kernel", KERNEL, "--scenario", "deliver")[0])
+        floor.append(floor_seconds(KERNEL, icount))
+        vng.append(msiforge_run(tmp, "--kernel", KERNEL, "--scenario", "deliver", "--backend", "vng")[0])
+    m_ours, m_floor, m_vng = (statistics.median(x) for x in (ours, floor, vng))
+    return {
+        "floor": {"msiforge_s": m_ours, "floor_s": m_floor, "ratio": m_ours / m_floor, "target": "<= 1.25",
+                  "runs": {"msiforge": ours, "floor": floor}},
+        "vng": {"msiforge_s": m_ours, "vng_s": m_vng, "speedup": m_vng / m_ours, "target": ">= 3",
+                "runs": {"vng": vng}},
+    }
+
+
+def bench_matrix(tmp: Path, repeat: int) -> dict:
+    specs = [a for s in MATRIX for a in ("--kernel", s)]
+    msiforge_run(tmp, *specs, "--jobs", "2")  # warm: downloads, module builds, -icount probes
+    serial, parallel = [], []
+    for _ in range(repeat):
+        serial.append(msiforge_run(tmp, *specs, "--jobs", "1")[0])
+        parallel.append(msiforge_run(tmp, *specs, "--jobs", "2")[0])
+    s, p = statistics.median(serial), statistics.median(parallel)
+    return {"kernels": MATRIX, "serial_s": s, "jobs2_s": p, "speedup": s / p, "target": ">= 1.7",
+            "runs": {"serial": serial, "jobs2": parallel}}
+
+
+def bench_firing(tmp: Path, repeat: int) -> dict:
+    slots, fires = 64, 10
+    dev = {"name": "ims0", "storage": "ims", "slots": slots, "mask": "source", "groups": [slots]}
+    out = {}
+    for clock in ("realtime", "auto"):
+        board = board_file(tmp, f"fire-{clock}", devices=[dev], fires=fires, tcg_clock=clock,
+                           scenarios=["deliver"])
+        rates = []
+        for _ in range(repeat):
+            _, res = msiforge_run(tmp, str(board), "--kernel", KERNEL)
+            secs = res["kernels"][0]["scenarios"][0]["seconds"]
+            rates.append(slots * fires / secs)
+        out["default (real-time clocks)" if clock == "realtime" else "-icount, DMA-done interrupt"] = {
+            "interrupts": slots * fires, "rate_per_s": statistics.median(rates), "runs": rates}
+    out["target"] = ">= 200 interrupts/s"
+    return out
+
+
+def bench_builds(tmp: Path, repeat: int) -> dict:
+    from msiforge import kernels
+    from msiforge.board import load_board
+    from msiforge.generator import features, render
+    from msiforge.kmod import build as kbuild
+
+    k = kernels.fetch(KERNEL)
+    target = render.KernelTarget(k.release, features.probe(k.header_dirs))
+    cold, incr = [], []
+    for i in range(repeat):
+        tree = render.generate(load_board(None), [target], tmp / f"gen{i}")[k.release]
+        cold.append(kbuild.build(tree, k.build_dir).seconds)
+        c = tree / "msiforge_ims0.c"
+        c.write_text(c.read_text().replace("#define EDU_DMA_TIMEOUT_US\t(5 * USEC_PER_SEC)",
+                                           "#define EDU_DMA_TIMEOUT_US\t(6 * USEC_PER_SEC)"))
+        incr.append(kbuild.build(tree, k.build_dir).seconds)
+    out = {"module_cold_s": statistics.median(cold), "module_incremental_s": statistics.median(incr),
+           "target": "<= 10 s", "runs": {"cold": cold, "incremental": incr}}
+    kb = REPO / "bench" / "kernel_build.py"
+    if kb.exists() and os.environ.get("MSIFORGE_BENCH_KERNEL", "1") == "1":
+        proc = subprocess.run([sys.executable, str(kb), "--json"], capture_output=True, text=True)
+        out["kernel"] = json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip().startswith("{") \
+            else {"error": (proc.stderr or proc.stdout)[-500:]}
+    return out
+
+
+def bench_generate(tmp: Path, repeat: int) -> dict:
+    from msiforge.board import validate
+    from msiforge.generator import features, render
+
+    data = {"name": "large", "devices": [{"name": f"dev{i}", "slots": 2048, "groups": [1024, 1024]}
+                                         for i in range(16)]}
+    board = validate(data, "large.yaml")
+    targets = [render.KernelTarget("6.12.0-bench", features.Features(True, False, False))]
+    times = []
+    for i in range(repeat):
+        start = time.monotonic()
+        render.generate(board, targets, tmp / f"large{i}")
+        times.append(time.monotonic() - start)
+    return {"devices": 16, "slots": 2048, "seconds": statistics.median(times), "target": "<= 1 s", "runs": times}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    ap.add_argument("--only", action="append", choices=["floor", "matrix", "firing", "builds", "generate"])
+    args = ap.parse_args()
+    os.environ.setdefault("MSIFORGE_CACHE", str(Path.home() / ".cache" / "msiforge"))
+    only = set(args.only or ["floor", "matrix", "firing", "builds", "generate"])
+    results: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                                 "qemu": sh(["qemu-system-x86_64", "--version"]).stdout.splitlines()[0],
+                                 "date": time.strftime("%Y-%m-%d")}, "repeat": args.repeat}
+    tmp = Path(tempfile.mkdtemp(prefix="msiforge-bench-"))
+    try:
+        for name, fn in [("generate", bench_generate), ("builds", bench_builds), ("firing", bench_firing),
+                         ("floor", bench_floor_and_vng), ("matrix", bench_matrix)]:
+            if name in only:
+                print(f"bench: {name} ...", file=sys.stderr, flush=True)
+                results.update(fn(tmp, args.repeat) if name == "floor" else {name: fn(tmp, args.repeat)})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = REPO / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"written: {out}")
+    return 0
+
+
+def table(r: dict) -> str:
+    rows = [("figure", "measured", "target")]
+    if "floor" in r:
+        f = r["floor"]
+        rows.append(("floor ratio: run --scenario deliver / bare boot",
+                     f"{f['ratio']:.2f} ({f['msiforge_s']:.1f} s / {f['floor_s']:.1f} s)", f["target"]))
+    if "vng" in r:
+        v = r["vng"]
+        rows.append(("vs virtme-ng (same check)", f"{v['speedup']:.2f}x ({v['vng_s']:.1f} s / {v['msiforge_s']:.1f} s)",
+                     v["target"]))
+    if "matrix" in r:
+        m = r["matrix"]
+        rows.append(("matrix 4 kernels: --jobs 2 vs serial",
+                     f"{m['speedup']:.2f}x ({m['serial_s']:.1f} s / {m['jobs2_s']:.1f} s)", m["target"]))
+    if "firing" in r:
+        for k, v in r["firing"].items():
+            if isinstance(v, dict):
+                rows.append((f"firing rate, {k}", f"{v['rate_per_s']:.0f} interrupts/s", r["firing"]["target"]))
+    if "builds" in r:
+        b = r["builds"]
+        rows.append(("module build, cold", f"{b['module_cold_s']:.1f} s", b["target"]))
+        rows.append(("module build, one-line change", f"{b['module_incremental_s']:.1f} s", b["target"]))
+        for key, val in (b.get("kernel") or {}).items():
+            if isinstance(val, (int, float)):
+                rows.append((f"kernel build, {key}", f"{val:.0f} s", ""))
+    if "generate" in r:
+        g = r["generate"]
+        rows.append(("generate 16 devices x 2048 slots", f"{g['seconds']:.2f} s", g["target"]))
+    w = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["| " + " | ".join(row[i].ljust(w[i]) for i in range(3)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w[i] + 2) for i in range(3)) + "|")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
