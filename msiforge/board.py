@@ -23,7 +23,7 @@ from .kspec import KernelSpec, parse_spec
 DEFAULT_BOARD = "q35-ims"
 
 #: Scenarios a board may list, in the order they run in the guest.
-SCENARIOS = ("deliver", "mask", "affinity", "stress", "churn", "rt", "unload")
+SCENARIOS = ("domain-layout", "deliver", "mask", "affinity", "stress", "churn", "rt", "unload")
 #: What a board runs when it names no scenarios.
 DEFAULT_SCENARIOS = ("deliver", "mask", "affinity", "unload")
 
@@ -40,6 +40,7 @@ FIRST_PCI_SLOT = 0x10
 _TOP_KEYS = {
     "name", "description", "arch", "machine", "cpus", "memory", "accel", "iommu",
     "kernels", "devices", "scenarios", "fires", "boot_timeout", "scenario_timeout", "tcg_clock",
+    "pci_msi_layout",
 }
 _DEVICE_KEYS = {"name", "emulation", "storage", "slots", "mask", "update", "groups"}
 
@@ -88,6 +89,7 @@ class Board:
     boot_timeout: int
     scenario_timeout: int
     tcg_clock: str = "auto"
+    pci_msi_layout: str = "per-device"
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -291,11 +293,13 @@ def validate(data: Any, display: str) -> Board:
     boot_timeout = check.integer(data.get("boot_timeout", 120), "boot_timeout", 5, 3600)
     scenario_timeout = check.integer(data.get("scenario_timeout", 900), "scenario_timeout", 5, 36000)
     tcg_clock = check.choice(data.get("tcg_clock", "auto"), "tcg_clock", ("auto", "realtime"))
+    layout = check.choice(data.get("pci_msi_layout", "per-device"), "pci_msi_layout", ("global", "per-device"))
 
     return Board(path=display, name=name, description=description, arch=arch, machine=machine, cpus=cpus,
                  memory_mib=memory_mib, accel=accel, iommu=iommu, kernels=tuple(kernels), devices=devices,
                  scenarios=tuple(s for s in SCENARIOS if s in scenarios), fires=fires,
-                 boot_timeout=boot_timeout, scenario_timeout=scenario_timeout, tcg_clock=tcg_clock, raw=data)
+                 boot_timeout=boot_timeout, scenario_timeout=scenario_timeout, tcg_clock=tcg_clock,
+                 pci_msi_layout=layout, raw=data)
 
 
 def builtin_boards() -> list[str]:
