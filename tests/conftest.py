@@ -26,11 +26,12 @@ def fetched_kernels():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_qemu_left_behind():
-    """After the suite, no QEMU started for a test may still run."""
+def _no_qemu_left_behind(tmp_path_factory):
+    """After the suite, no QEMU started for this session's tests may still run."""
     import subprocess
 
+    base = str(tmp_path_factory.getbasetemp())
     yield
     out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
-    ours = [line for line in out.splitlines() if "pytest-of-" in line or "msiforge-probe-" in line]
+    ours = [line for line in out.splitlines() if base in line]
     assert not ours, f"QEMU processes left behind: {ours}"
