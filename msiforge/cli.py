@@ -66,6 +66,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--guest-fault", choices=sorted(FAULTS), metavar="FAULT",
                    help="test msiforge itself: make the guest misbehave (" + ", ".join(sorted(FAULTS)) + ")")
 
+    p = sub.add_parser("bisect", help="find the first kernel whose verdict differs from the good one",
+                       description="Order the Debian kernels from --good to --bad, boot the good one for the "
+                       "reference verdict of one scenario, then binary-search with real boots for the first kernel "
+                       "whose verdict differs.  Verdicts are cached per (kernel, board, scenario, msiforge "
+                       "version): a repeated bisect boots nothing.  Writes bisect.json.  Exit status 0 when a "
+                       "kernel that differs was found, 1 when none differs, 2 for bad input.")
+    _add_board(p)
+    p.add_argument("--scenario", "-s", required=True, help="the scenario whose verdict is compared")
+    p.add_argument("--good", required=True, metavar="SPEC", help="the kernel known good (e.g. debian:6.1.0-47)")
+    p.add_argument("--bad", required=True, metavar="SPEC", help="the kernel known to behave differently")
+    p.add_argument("--kernels", metavar="LIST", help="comma-separated specs to bisect over instead of the index")
+    p.add_argument("--out", "-o", type=Path, metavar="DIR", help="output directory (default: under runs/)")
+
     p = sub.add_parser("generate", help="render the drivers and guest script for each kernel",
                        description="Render one Kbuild-able module tree per kernel under DIR/<release>: one "
                        "driver per device, Kbuild, Makefile, the guest script and manifest.json.")
@@ -128,6 +141,39 @@ def print_table(result) -> None:
             out.print(f"  console log: {k.console_log}", markup=False)
     out.print(f"results: {result.run_dir}/results.json, {result.run_dir}/junit.xml", markup=False)
     out.print("PASSED" if result.passed else "FAILED", style="bold green" if result.passed else "bold red")
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    import datetime
+
+    from . import bisect as bis
+    from .board import load_board
+
+    board = load_board(args.board)
+    explicit = [k.strip() for k in args.kernels.split(",") if k.strip()] if args.kernels else None
+    out = args.out or Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-bisect-{args.scenario}"
+    result = bis.bisect(board, args.scenario, args.good, args.bad, out, explicit)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160
+    table = Table(title=f"msiforge bisect: {args.scenario} on board {board.name}, "
+                        f"{len(result.candidates)} kernels from {args.good} to {args.bad}")
+    for col in ("step", "kernel", "verdict", "vs good", "time", "log"):
+        table.add_column(col)
+    for i, st in enumerate(result.steps, 1):
+        mark = "[red]differs[/]" if st.differs else "[green]same[/]"
+        when = "cached" if st.cached else f"{st.seconds:.1f} s"
+        table.add_row(str(i), f"{st.kernel} ({st.release})", st.verdict, mark, when, st.log)
+    console.print(table)
+    console.print(f"steps: {len(result.steps)}, boots: {result.boots} (bound {result.max_boots}), "
+                  f"time: {result.seconds:.1f} s; bisect.json: {out / 'bisect.json'}", markup=False)
+    if result.first_different:
+        found = next(st for st in result.steps if st.release == result.first_different)
+        console.print(f"first kernel that differs from {args.good} ({result.reference}): "
+                      f"{result.first_different} ({found.verdict})", markup=False)
+        return 0
+    console.print(f"no kernel from {args.good} to {args.bad} differs from the good verdict", markup=False)
+    return 1
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -196,7 +242,8 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line and exit status 2 (input) or 1."""
     args = parser().parse_args(argv)
-    handlers = {"run": cmd_run, "generate": cmd_generate, "validate": cmd_validate, "kernels": cmd_kernels}
+    handlers = {"run": cmd_run, "bisect": cmd_bisect, "generate": cmd_generate, "validate": cmd_validate,
+                "kernels": cmd_kernels}
     if args.command is None:
         parser().print_help()
         return 2

@@ -1,0 +1,165 @@
+"""`msiforge bisect`: find the first kernel whose verdict differs from the good one.
+
+Kernels between ``--good`` and ``--bad`` come from the Debian package index
+(or ``--kernels``), ordered by version.  The good kernel is booted once for
+the reference verdict; the search then assumes the bad one differs and
+binary-searches the kernels after good, booting only midpoints (the bad
+kernel itself is booted only if the search lands on it).  Every verdict is
+cached per (kernel, board, scenario, msiforge version), so a repeated bisect
+boots nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__, progress
+from . import kernels as kern
+from . import runner
+from .board import Board
+from .cache import atomic_write, cache_root
+from .errors import InputError
+from .kspec import parse_spec
+
+
+#: Verdicts that may be the machine's fault rather than the kernel's: tried again next time.
+_NOT_CACHED = {"boot-timeout", "vm-crashed", "build-failed"}
+
+
+@dataclass
+class Step:
+    """One kernel tried during a bisect."""
+
+    kernel: str  # spec
+    release: str
+    verdict: str
+    differs: bool
+    seconds: float
+    cached: bool
+    log: str
+    diagnostics: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Bisection:
+    board: str
+    scenario: str
+    good: str
+    bad: str
+    candidates: list[str]
+    reference: str = ""
+    first_different: str | None = None
+    steps: list[Step] = field(default_factory=list)
+    boots: int = 0
+    seconds: float = 0.0
+
+    @property
+    def max_boots(self) -> int:
+        """The bound: the reference boot plus a binary search over the kernels after good."""
+        return math.ceil(math.log2(max(2, len(self.candidates) - 1))) + 1
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["max_boots"] = self.max_boots
+        return d
+
+
+def _board_key(board: Board) -> str:
+    return hashlib.sha256(json.dumps(board.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _verdict_entry(release: str, board: Board, scenario: str) -> Path:
+    key = hashlib.sha256(f"{release}\0{_board_key(board)}\0{scenario}\0{__version__}".encode()).hexdigest()[:24]
+    return cache_root() / "verdicts" / f"{key}.json"
+
+
+def candidates(good: str, bad: str, explicit: list[str] | None = None) -> list[kern.DebianKernel]:
+    """The kernels from good to bad inclusive, in version order."""
+    available = kern.index()
+    if explicit:
+        ks = [kern.resolve(s, available) for s in explicit]
+        ordered = sorted(set(ks))
+        g, b = kern.resolve(good, available), kern.resolve(bad, available)
+        for k, name in ((g, good), (b, bad)):
+            if k not in ordered:
+                raise InputError(f"--kernels must include {name} ({k.release})")
+        return [k for k in ordered if g <= k <= b]
+    g, b = kern.resolve(good, available), kern.resolve(bad, available)
+    if g.flavour != b.flavour:
+        raise InputError(f"--good {good} and --bad {bad} are different flavours ({g.flavour}, {b.flavour})")
+    if not g < b:
+        raise InputError(f"--good {good} ({g.release}) must be older than --bad {bad} ({b.release})")
+    return [k for k in available if k.flavour == g.flavour and g <= k <= b]
+
+
+def _spec_of(k: kern.DebianKernel) -> str:
+    flav = {"amd64": "", "rt-amd64": "-rt", "cloud-amd64": "-cloud"}[k.flavour]
+    return f"debian:{k.abi.split('+')[0]}{flav}"
+
+
+def verdict(board: Board, k: kern.DebianKernel, scenario: str, out: Path) -> tuple[str, float, bool, str, list[str]]:
+    """(verdict, seconds, cached, log, diagnostics) of one scenario on one kernel, cached."""
+    entry = _verdict_entry(k.release, board, scenario)
+    if entry.exists():
+        d = json.loads(entry.read_text())
+        return d["verdict"], d["seconds"], True, d["log"], d["diagnostics"]
+    start = time.monotonic()
+    result = runner.run(board, [_spec_of(k)], [scenario], out / k.release, jobs=1)
+    kr = result.kernels[0]
+    scen = kr.scenarios[0]
+    # A boot failure is the verdict; otherwise the scenario's own.
+    v = scen.status if kr.verdict in ("pass", "fail") else kr.verdict
+    secs = time.monotonic() - start
+    log = kr.console_log
+    if v not in _NOT_CACHED:
+        atomic_write(entry, json.dumps({"verdict": v, "seconds": secs, "log": log,
+                                        "diagnostics": scen.diagnostics}) + "\n")
+    return v, secs, False, log, scen.diagnostics
+
+
+def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
+           explicit: list[str] | None = None) -> Bisection:
+    """Run the bisection; every step's result lands in ``out/bisect.json``."""
+    for s in (good, bad):
+        parse_spec(s)
+    runner.select(board, None, [scenario])
+    ks = candidates(good, bad, explicit)
+    bis = Bisection(board=board.name, scenario=scenario, good=good, bad=bad,
+                    candidates=[k.release for k in ks])
+    start = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    tried: dict[int, bool] = {}
+
+    def test(i: int) -> bool:
+        k = ks[i]
+        with progress.step(f"bisect: {scenario} on {k.release}"):
+            v, secs, cached, log, diags = verdict(board, k, scenario, out)
+        if i == 0:
+            bis.reference = v
+        differs = v != bis.reference
+        bis.steps.append(Step(kernel=_spec_of(k), release=k.release, verdict=v, differs=differs,
+                              seconds=round(secs, 1), cached=cached, log=log, diagnostics=diags))
+        bis.boots += 0 if cached else 1
+        tried[i] = differs
+        atomic_write(out / "bisect.json", json.dumps(bis.to_json(), indent=2) + "\n")
+        return differs
+
+    test(0)
+    lo, hi = 1, len(ks) - 1  # the answer is in [lo, hi]; ks[hi] (bad) is assumed to differ
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if test(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    if hi not in tried:
+        test(hi)  # the search landed on bad without booting it: confirm
+    bis.first_different = ks[hi].release if tried.get(hi) else None
+    bis.seconds = round(time.monotonic() - start, 1)
+    atomic_write(out / "bisect.json", json.dumps(bis.to_json(), indent=2) + "\n")
+    return bis
