@@ -163,3 +163,33 @@ def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
     bis.seconds = round(time.monotonic() - start, 1)
     atomic_write(out / "bisect.json", json.dumps(bis.to_json(), indent=2) + "\n")
     return bis
+
+
+# --------------------------------------------------------------------------- git bisect run
+
+#: Exit codes `git bisect run` understands (anything from 1 to 127 but 125 means bad).
+GOOD, BAD, SKIP = 0, 1, 125
+#: Verdicts that say nothing about the commit: the harness could not test it.
+CANNOT_SAY = {"build-failed", "boot-timeout", "vm-crashed"}
+
+
+def bisect_run(board: Board, scenario: str, tree: Path, out: Path, fault: str | None = None) -> tuple[int, str]:
+    """Test the kernel tree as checked out: (git bisect exit code, one-line reason).
+
+    A kernel or module that does not build, a boot that hangs before init and
+    a QEMU that dies are 125 (skip): they say nothing about the commit.  A
+    panic, oops or WARN during the scenario, and a failing scenario, are bad.
+    """
+    from .errors import BuildError
+
+    try:
+        result = runner.run(board, [f"tree:{tree}"], [scenario], out, fault=fault, jobs=1)
+    except BuildError as exc:
+        return SKIP, f"skip (125): the kernel does not build: {exc}"
+    k = result.kernels[0]
+    v = k.scenarios[0].status if k.verdict in ("pass", "fail") else k.verdict
+    if v == "pass":
+        return GOOD, f"good (0): {scenario} passed on {k.release}"
+    if v in CANNOT_SAY:
+        return SKIP, f"skip (125): {v}: {k.detail}"
+    return BAD, f"bad (1): {scenario}: {v} on {k.release}; log: {k.console_log}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from . import __version__, patches_cli
 from .errors import InputError, MsiforgeError
 from .vmtests.initramfs import FAULTS
 
@@ -79,6 +79,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", metavar="LIST", help="comma-separated specs to bisect over instead of the index")
     p.add_argument("--out", "-o", type=Path, metavar="DIR", help="output directory (default: under runs/)")
 
+    p = sub.add_parser("bisect-run", help="for `git bisect run`: test the kernel tree as checked out",
+                       description="Run inside a kernel git tree as `git bisect run msiforge bisect-run --board B "
+                       "--scenario S`: build the tree with the board's kernel config, build the generated module, "
+                       "boot, run the scenario.  Exit 0 good, 1 bad (the scenario failed, or the guest panicked, "
+                       "oopsed or warned), 125 when it cannot say (kernel or module build failure, boot hang, "
+                       "QEMU died, bad input); never above 127.")
+    p.add_argument("--board", default=None, help="board YAML file or built-in name (default: q35-ims)")
+    p.add_argument("--scenario", "-s", required=True)
+    p.add_argument("--tree", type=Path, default=Path("."), help="the kernel tree (default: the current directory)")
+    p.add_argument("--out", "-o", type=Path, metavar="DIR",
+                   help="run directory (default: a new directory under the system's temporary directory)")
+    p.add_argument("--guest-fault", choices=sorted(FAULTS), metavar="FAULT",
+                   help="test msiforge itself: make the guest misbehave")
+
     p = sub.add_parser("generate", help="render the drivers and guest script for each kernel",
                        description="Render one Kbuild-able module tree per kernel under DIR/<release>: one "
                        "driver per device, Kbuild, Makefile, the guest script and manifest.json.")
@@ -95,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
     kl.add_argument("--series", help="only this series, e.g. 6.12")
     kf = ksub.add_parser("fetch", help="download and extract image + headers into the cache")
     kf.add_argument("specs", nargs="+", metavar="SPEC")
+    patches_cli.register_kernels(ksub)
+    patches_cli.register(sub)
     return ap
 
 
@@ -176,6 +192,25 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_bisect_run(args: argparse.Namespace) -> int:
+    """Never lets an error escape as an exit status git bisect would take for "bad"."""
+    import tempfile
+
+    from . import bisect as bis
+    from .board import load_board
+
+    try:
+        board = load_board(args.board)
+        out = args.out or Path(tempfile.mkdtemp(prefix="msiforge-bisect-run-"))
+        code, why = bis.bisect_run(board, args.scenario, args.tree.resolve(), out, args.guest_fault)
+    except MsiforgeError as exc:
+        code, why = bis.SKIP, f"skip (125): cannot test: {exc}"
+    except Exception as exc:  # noqa: BLE001 - an internal error must not pass for "bad"
+        code, why = bis.SKIP, f"skip (125): internal error: {type(exc).__name__}: {exc}"
+    print(f"msiforge bisect-run: {why}", file=sys.stderr)
+    return code
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import kernels as kern
     from . import runner
@@ -214,6 +249,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_kernels(args: argparse.Namespace) -> int:
     from . import kernels as kern
 
+    if args.kcommand in ("config", "build"):
+        return patches_cli.handle(args)
     if args.kcommand == "fetch":
         available = kern.index()
         for s in args.specs:
@@ -241,8 +278,15 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line and exit status 2 (input) or 1."""
-    args = parser().parse_args(argv)
-    handlers = {"run": cmd_run, "bisect": cmd_bisect, "generate": cmd_generate, "validate": cmd_validate,
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        # Usage errors exit 2, which `git bisect run` would take for "bad".
+        if "bisect-run" in argv and exc.code not in (0, None):
+            raise SystemExit(125) from None
+        raise
+    handlers = {"run": cmd_run, "bisect": cmd_bisect, "bisect-run": cmd_bisect_run, "patches": patches_cli.handle, "generate": cmd_generate, "validate": cmd_validate,
                 "kernels": cmd_kernels}
     if args.command is None:
         parser().print_help()

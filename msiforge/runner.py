@@ -41,6 +41,16 @@ def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -
     return board, list(dict.fromkeys(specs))
 
 
+def obtain(spec: str, available: list[kern.DebianKernel]) -> kern.Kernel:
+    """A bootable kernel for ``spec``: fetched (debian:) or built (source:, tree:)."""
+    if parse_spec(spec).kind == "debian":
+        with progress.step(f"fetch {spec}"):
+            return kern.fetch(spec, available)
+    from . import source_kernels
+
+    return source_kernels.build(spec)
+
+
 def new_run_dir(board: Board, out: Path | None) -> Path:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -182,15 +192,15 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     board, specs = select(board, specs, scenarios)
     if fault and backend != "qemu":
         raise InputError("--guest-fault needs the qemu backend (it is injected by msiforge's own init)")
-    available = kern.index()
-    for s in specs:
+    debian = [s for s in specs if parse_spec(s).kind == "debian"]
+    available = kern.index() if debian else []
+    for s in debian:
         kern.resolve(s, available)  # bad specs fail before anything is written
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")
     fetched = []
     for s in specs:
-        with progress.step(f"fetch {s}"):
-            fetched.append(kern.fetch(s, available))
+        fetched.append(obtain(s, available))
     with progress.step("probe the accelerator"):
         accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz)
     progress.info(f"accelerator: {accel.describe()}")

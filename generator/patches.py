@@ -1,0 +1,208 @@
+"""Kernel patch series from templates, applied to a pristine source and exported with git.
+
+A series lives in ``templates/patches/<name>/``: ``series.yaml`` (the
+kernel series it supports, the cover letter's subject and text, the patch
+templates in order) and one Jinja template per patch.  A patch template
+renders to the commit message (subject line, blank line, body, trailers)
+followed by the unified diff, which starts at the first ``diff --git`` line.
+
+Generating a series applies each rendered diff with ``git apply --cached``
+to a temporary index of the pristine tree and commits it with ``git
+commit-tree`` (no checkout: nothing in the cached tree is rewritten).  The
+commits get a fixed date, so the same templates and identity give the same
+commits; the tip is kept under ``refs/heads/msiforge/<name>`` so that git
+never prunes it.  ``write_series`` exports the commits with ``git
+format-patch`` (cover letter with shortlog and diffstat, base commit).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from ..cache import locked
+from ..errors import BuildError, EnvironmentProblem, InputError
+
+#: The date of every generated commit (reproducible commits, reproducible builds).
+COMMIT_DATE = "2026-01-01T00:00:00Z"
+_IDENTITY_RE = re.compile(r"^(?P<name>[^<>\n]+?)\s*<(?P<email>[^<>\s]+@[^<>\s]+)>$")
+_TOTAL = re.compile(r"total: (?P<e>\d+) errors, (?P<w>\d+) warnings, (?:(?P<c>\d+) checks, )?\d+ lines checked")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the patches are from and signed off by."""
+
+    name: str
+    email: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """A series' description from its ``series.yaml``."""
+
+    name: str
+    kernels: tuple[str, ...]  # kernel series it applies to, e.g. ("6.12",)
+    subject: str
+    blurb: str
+    patches: tuple[str, ...]  # template file names, in order
+
+
+@dataclass
+class CheckReport:
+    """checkpatch's verdict on one patch file."""
+
+    patch: Path
+    errors: int
+    warnings: int
+    checks: int
+    output: str
+
+
+def _templates() -> Path:
+    return Path(str(resources.files("msiforge.templates"))) / "patches"
+
+
+def available() -> list[str]:
+    """Names of the series msiforge can generate."""
+    root = _templates()
+    return sorted(p.name for p in root.iterdir() if (p / "series.yaml").is_file())
+
+
+def info(name: str) -> SeriesInfo:
+    """Load a series' description; an unknown name is an InputError listing the known ones."""
+    path = _templates() / name / "series.yaml"
+    if not path.is_file():
+        raise InputError(f"patch series {name!r}: unknown (known: {', '.join(available())})")
+    data = yaml.safe_load(path.read_text())
+    return SeriesInfo(name=name, kernels=tuple(str(k) for k in data["kernels"]), subject=data["subject"],
+                      blurb=data["blurb"].strip(), patches=tuple(data["patches"]))
+
+
+def parse_identity(text: str) -> Identity:
+    """Parse 'Name <email>' or raise InputError."""
+    m = _IDENTITY_RE.match(text.strip())
+    if not m:
+        raise InputError(f"identity {text!r}: expected 'Full Name <user@example.org>'")
+    return Identity(m["name"], m["email"])
+
+
+def default_identity() -> Identity:
+    """$MSIFORGE_IDENTITY, else git's user.name / user.email, else msiforge's own."""
+    env = os.environ.get("MSIFORGE_IDENTITY")
+    if env:
+        return parse_identity(env)
+
+    def conf(key: str) -> str:
+        proc = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True, check=False)
+        return proc.stdout.strip()
+
+    name, email = conf("user.name"), conf("user.email")
+    return Identity(name, email) if name and email else Identity("msiforge", "msiforge@localhost")
+
+
+def check_supported(name: str, kernel_series: str) -> SeriesInfo:
+    """The series' info, or a one-line InputError if it does not apply to ``kernel_series``."""
+    si = info(name)
+    if kernel_series not in si.kernels:
+        want = ", ".join(f"source:{k}+{name}" for k in si.kernels)
+        raise InputError(f"patch series {name!r} does not support kernel {kernel_series} (use {want})")
+    return si
+
+
+def render(name: str, identity: Identity, kernelversion: str) -> list[tuple[str, str]]:
+    """Render a series' patches to (commit message, diff) pairs."""
+    si = info(name)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_templates() / name)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    out = []
+    for tmpl in si.patches:
+        text = env.get_template(tmpl).render(identity=identity, kernelversion=kernelversion, series=si)
+        msg, sep, diff = text.partition("\ndiff --git ")
+        if not sep:
+            raise BuildError(f"template {name}/{tmpl}: renders no 'diff --git' section")
+        out.append((msg.strip() + "\n", "diff --git " + diff))
+    return out
+
+
+def _git(repo: Path, *args: str, env: dict | None = None, what: str = "") -> str:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False,
+                          env=dict(os.environ, **(env or {})))
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise BuildError(f"{what or 'git ' + args[0]} failed: {tail}")
+    return proc.stdout.strip()
+
+
+def ref(name: str) -> str:
+    """The branch that keeps a generated series in the source repository."""
+    return f"msiforge/{name}"
+
+
+def series_commit(source, name: str, identity: Identity | None = None) -> str:
+    """Generate series ``name`` on ``source`` (a ``source_kernels.Source``); return the tip commit."""
+    si = check_supported(name, source.series)
+    identity = identity or default_identity()
+    people = {"GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
+              "GIT_COMMITTER_NAME": identity.name, "GIT_COMMITTER_EMAIL": identity.email,
+              "GIT_AUTHOR_DATE": COMMIT_DATE, "GIT_COMMITTER_DATE": COMMIT_DATE}
+    repo = source.tree
+    with locked(repo.parent / f".{name}.lock"), tempfile.TemporaryDirectory(prefix="msiforge-series-") as tmp:
+        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        _git(repo, "read-tree", source.commit, env=index)
+        parent = source.commit
+        for (msg, diff), tmpl in zip(render(name, identity, source.kernelversion), si.patches):
+            patch = Path(tmp) / "patch.diff"
+            patch.write_text(diff)
+            _git(repo, "apply", "--cached", "--recount", "--whitespace=nowarn", str(patch), env=index,
+                 what=f"applying {name}/{tmpl} to {source.package} {source.version}")
+            tree = _git(repo, "write-tree", env=index)
+            msgfile = Path(tmp) / "msg"
+            msgfile.write_text(msg)
+            parent = _git(repo, "commit-tree", tree, "-p", parent, "-F", str(msgfile), env={**index, **people})
+        _git(repo, "update-ref", f"refs/heads/{ref(name)}", parent)
+    return parent
+
+
+def write_series(source, name: str, out: Path, identity: Identity | None = None) -> list[Path]:
+    """Write the series as ``git format-patch`` files (cover letter first) into ``out``."""
+    si = info(name)
+    tip = series_commit(source, name, identity)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.patch"):
+        old.unlink()
+    _git(source.tree, "format-patch", "-q", "--cover-letter", f"--base={source.commit}", "--thread=shallow",
+         "-o", str(out), f"{source.commit}..{tip}", env={"GIT_COMMITTER_DATE": COMMIT_DATE},
+         what="git format-patch")
+    patches = sorted(out.glob("*.patch"))
+    cover = patches[0]
+    text = cover.read_text().replace("*** SUBJECT HERE ***", si.subject, 1)
+    cover.write_text(text.replace("*** BLURB HERE ***", si.blurb, 1))
+    return patches
+
+
+def checkpatch(source, patch: Path) -> CheckReport:
+    """Run the source's own ``scripts/checkpatch.pl --strict`` on one patch file."""
+    script = source.tree / "scripts" / "checkpatch.pl"
+    try:
+        proc = subprocess.run(["perl", str(script), "--strict", "--show-types", str(patch)], cwd=source.tree,
+                              capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise EnvironmentProblem("perl: command not found (run 'make setup' as root)") from None
+    m = _TOTAL.search(proc.stdout)
+    if not m:
+        raise EnvironmentProblem(f"checkpatch.pl gave no summary for {patch.name}: {proc.stdout[-300:]}")
+    return CheckReport(patch=patch, errors=int(m["e"]), warnings=int(m["w"]), checks=int(m["c"] or 0),
+                       output=proc.stdout)

@@ -1,0 +1,80 @@
+"""Command-line verbs for kernel patch series and source kernels.
+
+``msiforge patches --kernel SPEC --series NAME -o DIR`` writes a series (cover
+letter first) and runs checkpatch on each patch; ``msiforge kernels config
+SPEC`` shows the configuration fragment a source kernel is built with;
+``msiforge kernels build SPEC`` builds a ``source:`` / ``tree:`` kernel.
+``cli.py`` wires them in with ``register(subparsers)`` and ``handle(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import progress
+from .errors import InputError
+from .kspec import parse_spec
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``patches`` verb to msiforge's subcommands."""
+    p = subparsers.add_parser(
+        "patches", help="write a generated kernel patch series (git format-patch, checkpatch)",
+        description="Generate patch series NAME for a source kernel from msiforge's templates, apply it to the "
+        "pristine git tree of that exact source, and write it with git format-patch (cover letter, diffstat) "
+        "into DIR.  Each patch is checked with the kernel's scripts/checkpatch.pl --strict.")
+    p.add_argument("--kernel", "-k", required=True, metavar="SPEC", help="source kernel, e.g. source:6.12")
+    p.add_argument("--series", required=True, metavar="NAME", help="patch series, e.g. pci-ims")
+    p.add_argument("--out", "-o", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument("--identity", metavar="'NAME <EMAIL>'",
+                   help="From / Signed-off-by (default: $MSIFORGE_IDENTITY, else git's user.name/user.email)")
+
+
+def register_kernels(ksub: argparse._SubParsersAction) -> None:
+    """Add ``config`` and ``build`` under ``msiforge kernels``."""
+    kc = ksub.add_parser("config", help="show the configuration fragment a source: / tree: kernel is built with")
+    kc.add_argument("spec", metavar="SPEC")
+    kb = ksub.add_parser("build", help="build a source: / tree: kernel into the cache (O= dir, ccache)")
+    kb.add_argument("spec", metavar="SPEC")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``patches`` or ``kernels config|build``; return the exit status."""
+    from . import source_kernels
+
+    if args.command == "patches":
+        return _patches(args)
+    if args.kcommand == "config":
+        spec = parse_spec(args.spec)
+        if spec.kind == "debian":
+            raise InputError(f"kernel spec {spec.text!r}: Debian kernels come with their own configuration")
+        print(f"# {source_kernels.CONFIG_FRAGMENT} (merged onto {source_kernels.BASE_CONFIG})")
+        print(source_kernels.config_fragment(), end="")
+        return 0
+    if args.kcommand == "build":
+        k = source_kernels.build(args.spec)
+        progress.info(f"{k.spec}: {k.release}\n  vmlinuz   {k.vmlinuz}\n  build dir {k.build_dir}")
+        return 0
+    raise InputError(f"unknown command {args.command} {args.kcommand}")
+
+
+def _patches(args: argparse.Namespace) -> int:
+    from . import source_kernels
+    from .generator import patches
+
+    spec = parse_spec(args.kernel)
+    if spec.kind != "source" or spec.patch_series:
+        raise InputError(f"--kernel {args.kernel!r}: expected a plain source kernel, e.g. source:6.12")
+    patches.check_supported(args.series, f"{spec.major}.{spec.minor}")
+    identity = patches.parse_identity(args.identity) if args.identity else None
+    src = source_kernels.pristine(f"{spec.major}.{spec.minor}")
+    with progress.step(f"generate {args.series} for {src.package} {src.version}"):
+        files = patches.write_series(src, args.series, args.out, identity)
+    bad = 0
+    for f in files[1:]:
+        r = patches.checkpatch(src, f)
+        bad += r.errors + r.warnings
+        progress.info(f"{f}: checkpatch --strict: {r.errors} errors, {r.warnings} warnings, {r.checks} checks")
+    progress.info(f"cover letter: {files[0]}")
+    return 1 if bad else 0

@@ -1,0 +1,323 @@
+"""Kernels built from source: Debian ``linux-source-*`` packages and users' git trees.
+
+``source:6.12`` and ``source:6.1`` unpack Debian's ``linux-source-6.12`` /
+``linux-source-6.1`` once into the cache as a *pristine* git tree (one
+commit, deterministic).  ``source:6.12+pci-ims`` adds a patch series made by
+``generator/patches.py`` on top of it.  ``tree:PATH[@REV]`` builds a user's
+kernel git tree: at REV in a shared clone, or without REV in place.
+
+The configuration is the board's fragment (``kconfigs/x86_64-q35.config``)
+merged onto ``tinyconfig`` with the kernel's own
+``scripts/kconfig/merge_config.sh``; every option of the fragment must survive
+``olddefconfig``, or the build fails naming the ones that did not.
+
+Builds are out of tree (``O=``) in a *build slot* per (source, series,
+config): ``<cache>/kbuild/<slot>/{src,o}``.  ``src`` is a ``git clone
+--shared`` of the source checked out at the commit to build; moving it to
+another commit rewrites only the files that differ, so a changed patch
+rebuilds incrementally in the same ``o``.  ``state.json`` records the hash of
+(source commit, config) of the last complete build and is removed before a
+build starts: a killed build is never trusted.  All slots share one ccache
+with ``CCACHE_BASEDIR`` set, so a patched kernel reuses the objects of the
+unpatched one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import progress
+from .cache import atomic_write, cache_root, ensure_entry, locked
+from .errors import BuildError, EnvironmentProblem, SpecError
+from .kernels import Kernel
+from .kspec import KernelSpec, parse_spec
+
+#: Debian source package per kernel series.
+SOURCE_PACKAGES = {"6.12": "linux-source-6.12", "6.1": "linux-source-6.1"}
+#: The configuration fragment (the board's: q35, PCI/MSI, Intel IR, serial, initramfs, modules).
+CONFIG_FRAGMENT = Path(__file__).resolve().parent.parent / "kconfigs" / "x86_64-q35.config"
+#: The base configuration the fragment is merged onto.
+BASE_CONFIG = "tinyconfig"
+#: Identity and date of the pristine commit: fixed, so the same package gives the same commit.
+PRISTINE_IDENTITY = {"GIT_AUTHOR_NAME": "msiforge", "GIT_AUTHOR_EMAIL": "msiforge@localhost",
+                     "GIT_COMMITTER_NAME": "msiforge", "GIT_COMMITTER_EMAIL": "msiforge@localhost",
+                     "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A pristine kernel source: a git tree with one commit."""
+
+    package: str  # linux-source-6.12
+    version: str  # the Debian package version, 6.12.117-1~deb12u1
+    kernelversion: str  # `make kernelversion`: 6.12.117
+    tree: Path
+    commit: str
+
+    @property
+    def series(self) -> str:
+        return ".".join(self.kernelversion.split(".")[:2])
+
+
+def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+    """Run a command; raise BuildError naming ``what`` and the last lines of output on failure."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"{cmd[0]}: command not found (run 'make setup' as root)") from None
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-4:])
+        raise BuildError(f"{what} failed (exit {proc.returncode}): {tail}")
+    return proc
+
+
+def _git(tree: Path, *args: str, what: str | None = None, env: dict | None = None) -> str:
+    return _run(["git", "-C", str(tree), *args], what or f"git {args[0]} in {tree}",
+                env=dict(os.environ, **(env or {}))).stdout.strip()
+
+
+# --------------------------------------------------------------------------- pristine sources
+
+def _candidate(package: str) -> tuple[str, str]:
+    """(version, sha256) of the package version apt would download."""
+    out = _run(["apt-cache", "show", "--no-all-versions", package], f"apt-cache show {package}").stdout
+    fields = dict(re.findall(r"^(Version|SHA256): (\S+)$", out, re.M))
+    if "Version" not in fields:
+        raise EnvironmentProblem(f"the package index has no {package}: run 'apt-get update' (as root)")
+    return fields["Version"], fields.get("SHA256", "")
+
+
+def _unpack(package: str, version: str, sha256: str, tmp: Path) -> None:
+    """Download the source package and make ``tmp/tree`` a git tree of it with one commit."""
+    cmd = ["apt-get", "download", "-q", f"{package}={version}"]
+    if os.geteuid() == 0:
+        cmd[2:2] = ["-o", "APT::Sandbox::User=root"]
+    _run(cmd, f"apt-get download {package}", cwd=tmp)
+    deb = next(tmp.glob(f"{package}_*.deb"))
+    got = hashlib.sha256(deb.read_bytes()).hexdigest()
+    if sha256 and got != sha256:
+        raise EnvironmentProblem(f"{deb.name}: SHA256 {got} does not match the package index ({sha256})")
+    _run(["dpkg-deb", "-x", str(deb), str(tmp / "deb")], f"dpkg-deb -x {deb.name}")
+    tarball = next((tmp / "deb" / "usr" / "src").glob("linux-source-*.tar.xz"))
+    tree = tmp / "tree"
+    tree.mkdir()
+    _run(["tar", "-xJf", str(tarball), "-C", str(tree), "--strip-components=1"], f"unpacking {tarball.name}")
+    shutil.rmtree(tmp / "deb")
+    deb.unlink()
+    # Debian's top-level .gitignore ends with "/*" (ignore everything): drop that rule.
+    gitignore = tree / ".gitignore"
+    lines = gitignore.read_text().splitlines()
+    gitignore.write_text("".join(f"{line}\n" for line in lines if line.strip() != "/*"))
+    _git(tree, "init", "-q", "-b", "pristine")
+    _git(tree, "add", "-A", "-f", ".")
+    _git(tree, "commit", "-q", "--no-verify", "-m", f"{package} {version}", env=PRISTINE_IDENTITY)
+    kver = _run(["make", "-s", "-C", str(tree), "kernelversion"], "make kernelversion").stdout.strip()
+    commit = _git(tree, "rev-parse", "HEAD")
+    meta = {"package": package, "version": version, "sha256": got, "kernelversion": kver, "commit": commit}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def pristine(series: str) -> Source:
+    """The pristine source of a kernel series (``6.12`` or ``6.1``), unpacked on first use."""
+    package = SOURCE_PACKAGES.get(series)
+    if package is None:
+        raise SpecError(f"source:{series}: no Debian source package for that series "
+                        f"(supported: {', '.join(f'source:{s}' for s in SOURCE_PACKAGES)})")
+    version, sha256 = _candidate(package)
+    entry = cache_root() / "sources" / f"{package}_{version.replace('~', '_')}"
+    if not (entry / ".complete").exists():
+        with progress.step(f"fetch and unpack {package} {version}"):
+            ensure_entry(entry, lambda tmp: _unpack(package, version, sha256, tmp))
+    meta = json.loads((entry / "meta.json").read_text())
+    return Source(package=package, version=version, kernelversion=meta["kernelversion"],
+                  tree=entry / "tree", commit=meta["commit"])
+
+
+# --------------------------------------------------------------------------- configuration
+
+def config_fragment() -> str:
+    """The configuration fragment text (what ``msiforge kernels config`` shows)."""
+    return CONFIG_FRAGMENT.read_text()
+
+
+def _fragment_options(text: str) -> dict[str, str]:
+    """CONFIG_X -> value ("n" for '# CONFIG_X is not set') of a fragment."""
+    opts = {}
+    for line in text.splitlines():
+        m = re.match(r"^(CONFIG_\w+)=(.*)$", line) or re.match(r"^# (CONFIG_\w+) is not set$", line)
+        if m:
+            opts[m[1]] = m[2] if m.lastindex == 2 else "n"
+    return opts
+
+
+def missing_options(fragment: str, config: str) -> list[str]:
+    """Options of ``fragment`` whose value in the final ``config`` differs, as 'CONFIG_X=want (got)'."""
+    have = _fragment_options(config)
+    out = []
+    for name, want in _fragment_options(fragment).items():
+        got = have.get(name, "n")
+        if got != want:
+            out.append(f"{name}={want} (got {got})")
+    return out
+
+
+def _make_cmd(src: Path, obj: Path, localversion: str, *targets: str) -> list[str]:
+    jobs = os.cpu_count() or 1
+    return ["nice", "-n", "19", "make", "-s", f"-j{jobs}", "-C", str(src), f"O={obj}", "CC=ccache gcc",
+            "HOSTCC=ccache gcc", f"LOCALVERSION={localversion}", *targets]
+
+
+def _make_env() -> dict:
+    ccache = cache_root() / "ccache"
+    ccache.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, LC_ALL="C", CCACHE_DIR=str(ccache), CCACHE_BASEDIR=str(cache_root()),
+                CCACHE_MAXSIZE=os.environ.get("CCACHE_MAXSIZE", "10G"), KBUILD_BUILD_TIMESTAMP="msiforge",
+                KBUILD_BUILD_USER="msiforge", KBUILD_BUILD_HOST="msiforge")
+
+
+def configure(src: Path, obj: Path, localversion: str = "") -> None:
+    """Write ``obj/.config``: the fragment merged onto tinyconfig, checked option by option."""
+    env = _make_env()
+    _run(_make_cmd(src, obj, localversion, BASE_CONFIG), f"make {BASE_CONFIG}", env=env)
+    merge = src / "scripts" / "kconfig" / "merge_config.sh"
+    _run(["sh", str(merge), "-m", "-O", str(obj), str(obj / ".config"), str(CONFIG_FRAGMENT)],
+         "merge_config.sh", cwd=src, env=env)
+    _run(_make_cmd(src, obj, localversion, "olddefconfig"), "make olddefconfig", env=env)
+    check_config(obj)
+
+
+def check_config(obj: Path) -> None:
+    """Fail loudly naming every fragment option that did not survive into ``obj/.config``."""
+    lost = missing_options(config_fragment(), (obj / ".config").read_text())
+    if lost:
+        raise BuildError(f"{CONFIG_FRAGMENT.name}: options lost by olddefconfig (unmet dependencies?): "
+                         + ", ".join(lost))
+
+
+# --------------------------------------------------------------------------- building
+
+@dataclass(frozen=True)
+class Target:
+    """What to build: a git repository, the commit, and where to build it."""
+
+    spec: str
+    repo: Path  # git repository holding ``commit``
+    commit: str | None  # None: the working tree of ``repo`` as it is (tree:PATH)
+    slot: str  # build slot name
+    series: str  # kernel series, e.g. 6.12 (for the Kernel object)
+
+
+def _source_target(spec: KernelSpec) -> Target:
+    from .generator import patches
+
+    if spec.patch_series:  # a one-line error before anything is downloaded
+        patches.check_supported(spec.patch_series, f"{spec.major}.{spec.minor}")
+    src = pristine(f"{spec.major}.{spec.minor}")
+    commit, slot = src.commit, src.kernelversion
+    if spec.patch_series:
+        commit = patches.series_commit(src, spec.patch_series)
+        slot += f"+{spec.patch_series}"
+    return Target(spec=spec.text, repo=src.tree, commit=commit, slot=slot, series=src.series)
+
+
+def _tree_target(spec: KernelSpec) -> Target:
+    path = Path(os.path.expanduser(spec.path or "")).resolve()
+    if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
+        raise SpecError(f"kernel spec {spec.text!r}: {path} is not a kernel source tree")
+    if spec.rev:
+        commit = _run(["git", "-C", str(path), "rev-parse", "--verify", "--quiet", f"{spec.rev}^{{commit}}"],
+                      f"kernel spec {spec.text!r}: git rev-parse {spec.rev}").stdout.strip()
+    else:
+        commit = None
+    kver = _run(["make", "-s", "-C", str(path), "kernelversion"], f"make kernelversion in {path}").stdout.strip()
+    tag = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    return Target(spec=spec.text, repo=path, commit=commit, slot=f"tree-{path.name}-{tag}",
+                  series=".".join(kver.split(".")[:2]))
+
+
+def target(spec: str | KernelSpec) -> Target:
+    """Resolve a ``source:`` or ``tree:`` spec to what to build (fetching the source if needed)."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == "source":
+        return _source_target(spec)
+    if spec.kind == "tree":
+        return _tree_target(spec)
+    raise SpecError(f"kernel spec {spec.text!r}: not a source: or tree: kernel")
+
+
+def _checkout(tgt: Target, src: Path) -> None:
+    """Make ``src`` a shared clone of the target repository at the target commit."""
+    if not (src / ".git").exists():
+        # --shared: the target repository's objects (and commits added to it later) are visible here.
+        _git(src.parent, "clone", "-q", "--shared", "--no-checkout", str(tgt.repo), src.name)
+    # Only the files that differ from the current checkout are rewritten (incremental rebuilds).
+    _git(src, "checkout", "-q", "-f", "--detach", str(tgt.commit), what=f"git checkout {tgt.commit}")
+
+
+def _key(tgt: Target, src: Path) -> str:
+    h = hashlib.sha256()
+    if tgt.commit:
+        h.update(tgt.commit.encode())
+    else:  # a working tree: its HEAD and every uncommitted change
+        h.update(_git(src, "rev-parse", "HEAD").encode())
+        h.update(_git(src, "diff", "HEAD").encode())
+        h.update(_git(src, "status", "--porcelain", "--untracked-files=no").encode())
+    h.update(BASE_CONFIG.encode() + b"\0" + config_fragment().encode())
+    return h.hexdigest()
+
+
+def build(spec: str | KernelSpec) -> Kernel:
+    """Build (or reuse) the kernel of a ``source:`` / ``tree:`` spec and return it like a Debian kernel."""
+    return build_target(target(spec))
+
+
+def series_targets(spec: str | KernelSpec) -> list[Target]:
+    """One target per patch of a ``source:X.Y+SERIES`` spec, in order (bisecting the series).
+
+    They share the spec's build slot, so building them one after another is
+    incremental.
+    """
+    tgt = target(spec)
+    commits = _git(tgt.repo, "rev-list", "--reverse", f"{pristine(tgt.series).commit}..{tgt.commit}").split()
+    return [Target(spec=f"{tgt.spec} (patch {i}/{len(commits)})", repo=tgt.repo, commit=c, slot=tgt.slot,
+                   series=tgt.series) for i, c in enumerate(commits, 1)]
+
+
+def build_target(tgt: Target) -> Kernel:
+    """Build (or reuse) one target in its slot."""
+    config_hash = hashlib.sha256(config_fragment().encode()).hexdigest()[:10]
+    slot = cache_root() / "kbuild" / f"{tgt.slot}-{config_hash}"
+    slot.mkdir(parents=True, exist_ok=True)
+    with locked(slot.with_name(slot.name + ".lock")):
+        src = slot / "src" if tgt.commit else tgt.repo
+        if tgt.commit:
+            _checkout(tgt, src)
+        key = _key(tgt, src)
+        obj = slot / "o"
+        state_file = slot / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        localversion = f"-msiforge-{key[:8]}"
+        if state.get("key") != key or not (obj / "arch/x86/boot/bzImage").exists():
+            state_file.unlink(missing_ok=True)
+            obj.mkdir(exist_ok=True)
+            if state.get("config") != config_hash or not (obj / ".config").exists():
+                with progress.step(f"configure {tgt.spec} ({BASE_CONFIG} + {CONFIG_FRAGMENT.name})"):
+                    configure(src, obj, localversion)
+            with progress.step(f"build kernel {tgt.spec} (nice, ccache)"):
+                _run(_make_cmd(src, obj, localversion, "all"), f"kernel build of {tgt.spec} (O={obj})",
+                     env=_make_env())
+            check_config(obj)
+            release = _run(_make_cmd(src, obj, localversion, "kernelrelease"), "make kernelrelease",
+                           env=_make_env()).stdout.strip()
+            state = {"key": key, "config": config_hash, "release": release, "spec": tgt.spec,
+                     "commit": tgt.commit}
+            atomic_write(state_file, json.dumps(state, indent=2) + "\n")
+    return Kernel(spec=tgt.spec, release=state["release"], vmlinuz=obj / "arch/x86/boot/bzImage",
+                  build_dir=obj, header_dirs=[src, obj], series=tgt.series, source=tgt.spec.split(":")[0])

@@ -1,0 +1,84 @@
+"""Bisecting: Debian kernels with cached verdicts, and `git bisect run` on a real kernel tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from helpers import MSIFORGE, msiforge, write_board
+
+pytestmark = [pytest.mark.vm, pytest.mark.build]
+
+
+def test_bisect_debian_domain_layout_and_cached_repeat(tmp_path):
+    """The PCI/MSI domain layout changed between 6.1 and 6.12: found in <= ceil(log2 n)+1 boots, then from cache."""
+    args = ["bisect", "--scenario", "domain-layout", "--good", "debian:6.1.0-55", "--bad", "debian:6.12.111",
+            "--kernels", "debian:6.1.0-55,debian:6.1.0-56,debian:6.12.107,debian:6.12.111"]
+    first = msiforge(*args, "--out", str(tmp_path / "b1"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    res = json.loads((tmp_path / "b1" / "bisect.json").read_text())
+    assert res["first_different"] == "6.12.107+deb12-amd64"
+    assert res["reference"] == "fail"  # the default board expects the per-device layout of 6.2+
+    assert 0 < res["boots"] <= res["max_boots"] == 3
+    assert all(s["log"] for s in res["steps"])
+    again = msiforge(*args, "--out", str(tmp_path / "b2"))
+    assert again.returncode == 0
+    res2 = json.loads((tmp_path / "b2" / "bisect.json").read_text())
+    assert res2["boots"] == 0 and res2["first_different"] == res["first_different"]
+    assert "boots: 0" in again.stdout
+
+
+def _git(tree, *args):
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    return subprocess.run(["git", "-C", str(tree), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def _commit(tree, path, old, new, message):
+    f = tree / path
+    text = f.read_text()
+    assert old in text
+    f.write_text(text.replace(old, new, 1))
+    _git(tree, "commit", "-qam", message)
+    return _git(tree, "rev-parse", "HEAD")
+
+
+def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
+    """Good, unbuildable (125), fixed, broken retrigger (bad), harmless: git bisect names the breaking commit."""
+    from msiforge import source_kernels
+
+    tree = tmp_path / "linux"
+    subprocess.run(["git", "clone", "-q", "--shared", str(source_kernels.pristine("6.12").tree), str(tree)],
+                   check=True)
+    board = write_board(tmp_path, {"name": "retrigger", "fires": 2, "boot_timeout": 30,
+                                   "devices": [{"name": "p0", "storage": "ims", "slots": 2, "mask": "parent"}]})
+    good = _git(tree, "rev-parse", "HEAD")
+    chip = "kernel/irq/chip.c"
+    unbuildable = _commit(tree, chip, "int irq_chip_retrigger_hierarchy(", "this is not C;\nint irq_chip_retrigger_hierarchy(",
+                          "genirq: Break the build")
+    _commit(tree, chip, "this is not C;\n", "", "genirq: Fix the build")
+    breaking = _commit(tree, chip, "\t\t\treturn data->chip->irq_retrigger(data);",
+                       "\t\t\treturn 1;", "genirq: Retrigger nothing")
+    tip = _commit(tree, chip, " * whether a hw retrigger function exists.", " * whether a hw retrigger function exists!",
+                  "genirq: Reword a comment")
+    run = [*MSIFORGE, "bisect-run", "--board", str(board), "--scenario", "mask", "--tree", str(tree)]
+
+    _git(tree, "checkout", "-q", unbuildable)
+    proc = subprocess.run(run, capture_output=True, text=True)
+    assert proc.returncode == 125, proc.stderr
+    assert "the kernel does not build" in proc.stderr
+
+    _git(tree, "checkout", "-q", good)
+    for fault, code, words in [(None, 0, "good (0)"), ("panic", 1, "bad (1): mask: panic"),
+                               ("hang-hard", 125, "skip (125): boot-timeout")]:
+        proc = subprocess.run(run + (["--guest-fault", fault] if fault else []), capture_output=True, text=True)
+        assert proc.returncode == code, proc.stderr
+        assert words in proc.stderr
+
+    _git(tree, "bisect", "start", tip, good)
+    out = subprocess.run(["git", "-C", str(tree), "bisect", "run", *run], capture_output=True, text=True)
+    assert f"{breaking} is the first bad commit" in out.stdout, out.stdout + out.stderr
