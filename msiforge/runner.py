@@ -136,7 +136,7 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     if backend == "vng":
         argv, env = vng.command(board, accel, kernel.vmlinuz, tree, icount)
     else:
-        if fault in ("oops", "warn"):
+        if fault in ("panic", "oops", "warn"):
             modules = modules + [build_fault_module(kernel, kdir / "fault")]
         initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh")
         argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault), icount)

@@ -48,23 +48,29 @@ def _commit(tree, path, old, new, message):
 
 
 def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
-    """Good, unbuildable (125), fixed, broken retrigger (bad), harmless: git bisect names the breaking commit."""
+    """source:6.12 with the pci-ims series, then: unbuildable (125), fixed, an inverted mask (bad), harmless.
+
+    git bisect run with msiforge bisect-run names the commit that inverted the mask.
+    """
     from msiforge import source_kernels
 
+    series_tip = source_kernels.target("source:6.12+pci-ims").commit
     tree = tmp_path / "linux"
-    subprocess.run(["git", "clone", "-q", "--shared", str(source_kernels.pristine("6.12").tree), str(tree)],
-                   check=True)
-    board = write_board(tmp_path, {"name": "retrigger", "fires": 2, "boot_timeout": 30,
-                                   "devices": [{"name": "p0", "storage": "ims", "slots": 2, "mask": "parent"}]})
+    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout",
+                    str(source_kernels.pristine("6.12").tree), str(tree)], check=True)
+    _git(tree, "checkout", "-q", "-b", "work", series_tip)
+    board = write_board(tmp_path, {"name": "inverted", "fires": 2, "boot_timeout": 30,
+                                   "devices": [{"name": "s0", "storage": "ims", "slots": 2, "mask": "source"}]})
     good = _git(tree, "rev-parse", "HEAD")
     chip = "kernel/irq/chip.c"
-    unbuildable = _commit(tree, chip, "int irq_chip_retrigger_hierarchy(", "this is not C;\nint irq_chip_retrigger_hierarchy(",
-                          "genirq: Break the build")
+    unbuildable = _commit(tree, chip, "int irq_chip_retrigger_hierarchy(",
+                          "this is not C;\nint irq_chip_retrigger_hierarchy(", "genirq: Break the build")
     _commit(tree, chip, "this is not C;\n", "", "genirq: Fix the build")
-    breaking = _commit(tree, chip, "\t\t\treturn data->chip->irq_retrigger(data);",
-                       "\t\t\treturn 1;", "genirq: Retrigger nothing")
-    tip = _commit(tree, chip, " * whether a hw retrigger function exists.", " * whether a hw retrigger function exists!",
-                  "genirq: Reword a comment")
+    # disable_irq() of an IRQ_DISABLE_UNLAZY interrupt no longer masks at the source, and the others do.
+    breaking = _commit(tree, chip, "__irq_disable(desc, irq_settings_disable_unlazy(desc));",
+                       "__irq_disable(desc, !irq_settings_disable_unlazy(desc));", "genirq: Invert the mask")
+    tip = _commit(tree, chip, " * whether a hw retrigger function exists.",
+                  " * whether a hw retrigger function exists!", "genirq: Reword a comment")
     run = [*MSIFORGE, "bisect-run", "--board", str(board), "--scenario", "mask", "--tree", str(tree)]
 
     _git(tree, "checkout", "-q", unbuildable)
@@ -79,6 +85,11 @@ def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
         assert proc.returncode == code, proc.stderr
         assert words in proc.stderr
 
+    _git(tree, "checkout", "-q", breaking)
+    proc = subprocess.run(run, capture_output=True, text=True)
+    assert proc.returncode == 1 and "bad (1): mask: fail" in proc.stderr, proc.stderr
+
+    _git(tree, "checkout", "-q", "work")
     _git(tree, "bisect", "start", tip, good)
     out = subprocess.run(["git", "-C", str(tree), "bisect", "run", *run], capture_output=True, text=True)
     assert f"{breaking} is the first bad commit" in out.stdout, out.stdout + out.stderr

@@ -27,9 +27,8 @@ for arg in $(cat /proc/cmdline); do
 	esac
 done
 case "$fault" in
-panic) echo "msiforge-guest: injecting panic"; echo c > /proc/sysrq-trigger ;;
 hang-hard) while :; do sleep 3600; done ;;
-oops|warn) insmod /modules/msiforge_fault.ko what=$fault ;;
+panic|oops|warn) insmod /modules/msiforge_fault.ko what=$fault ;;
 hang-soft) export MSIFORGE_STALL=1 ;;
 load-fail) export MSIFORGE_INSMOD_ARGS=pci_slot=31 ;;
 vm-crash)

@@ -6,13 +6,14 @@
  */
 
 #include <linux/bug.h>
+#include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/string.h>
 
 static char *what = "warn";
 module_param(what, charp, 0444);
-MODULE_PARM_DESC(what, "warn | oops");
+MODULE_PARM_DESC(what, "warn | oops | panic");
 
 static int *msiforge_fault_ptr;
 
@@ -22,6 +23,8 @@ static int __init msiforge_fault_init(void)
 		WARN(1, "msiforge_fault: injected warning\n");
 		return 0;
 	}
+	if (!strcmp(what, "panic"))
+		panic("msiforge_fault: injected panic\n");
 	if (!strcmp(what, "oops")) {
 		/* A NULL dereference the compiler cannot see through. */
 		WRITE_ONCE(*READ_ONCE(msiforge_fault_ptr), 1);
