@@ -110,10 +110,10 @@ def bench_matrix(tmp: Path, repeat: int) -> dict:
 
 
 def bench_firing(tmp: Path, repeat: int) -> dict:
-    slots, fires = 64, 10
-    dev = {"name": "ims0", "storage": "ims", "slots": slots, "mask": "source", "groups": [slots]}
     out = {}
-    for clock in ("realtime", "auto"):
+    # Real-time clocks take 100 ms per DMA: fewer interrupts give the same rate.
+    for clock, slots, fires in (("realtime", 16, 4), ("auto", 64, 10)):
+        dev = {"name": "ims0", "storage": "ims", "slots": slots, "mask": "source", "groups": [slots]}
         board = board_file(tmp, f"fire-{clock}", devices=[dev], fires=fires, tcg_clock=clock,
                            scenarios=["deliver"])
         rates = []

@@ -92,4 +92,16 @@ def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
     _git(tree, "checkout", "-q", "work")
     _git(tree, "bisect", "start", tip, good)
     out = subprocess.run(["git", "-C", str(tree), "bisect", "run", *run], capture_output=True, text=True)
+    _drop_build_slot(tree)
     assert f"{breaking} is the first bad commit" in out.stdout, out.stdout + out.stderr
+
+
+def _drop_build_slot(tree):
+    """The tree was a temporary clone: its kernel build directory in the cache goes with it."""
+    import shutil
+
+    from msiforge.cache import cache_root
+
+    for state in (cache_root() / "kbuild").glob("tree-*/state.json"):
+        if f"tree:{tree}" in state.read_text():
+            shutil.rmtree(state.parent, ignore_errors=True)
