@@ -189,6 +189,10 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out = REPO / "bench" / "results.json"
+    if args.only and out.exists():  # a partial run updates the figures it measured
+        merged = json.loads(out.read_text())
+        merged.update(results)
+        results = merged
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"written: {out}")
@@ -217,9 +221,10 @@ def table(r: dict) -> str:
         b = r["builds"]
         rows.append(("module build, cold", f"{b['module_cold_s']:.1f} s", b["target"]))
         rows.append(("module build, one-line change", f"{b['module_incremental_s']:.1f} s", b["target"]))
-        for key, val in (b.get("kernel") or {}).items():
-            if isinstance(val, (int, float)):
-                rows.append((f"kernel build, {key}", f"{val:.0f} s", ""))
+        kb = b.get("kernel") or {}
+        if "cold_s" in kb:
+            rows.append((f"kernel build {kb['spec']}, cold (no ccache)", f"{kb['cold_s']:.0f} s", "<= 600 s"))
+            rows.append((f"kernel build {kb['spec']}, one-line change", f"{kb['incremental_s']:.1f} s", "<= 60 s"))
     if "generate" in r:
         g = r["generate"]
         rows.append(("generate 16 devices x 2048 slots", f"{g['seconds']:.2f} s", g["target"]))

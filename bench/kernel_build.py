@@ -11,6 +11,7 @@ and rebuilds in the same slot.  The bench slot is removed afterwards.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -36,7 +37,8 @@ def _one_line_change(src_clone) -> str:
 
 
 def main() -> int:
-    spec = sys.argv[1] if len(sys.argv) > 1 else "source:6.12"
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    spec = args[0] if args else "source:6.12"
     os.environ.setdefault("MSIFORGE_CACHE", os.path.expanduser("~/.cache/msiforge"))
     base = source_kernels.target(spec)
     tgt = dataclasses.replace(base, spec=f"{spec} (bench)", slot=f"bench-{os.getpid()}")
@@ -58,9 +60,13 @@ def main() -> int:
         os.environ.pop("CCACHE_DISABLE", None)
         for d in (cache_root() / "kbuild").glob(f"{tgt.slot}-*"):
             shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink()
-    print(f"{spec}: cold build {cold:.0f} s (budget {COLD_BUDGET} s), "
-          f"incremental after a one-line change {incremental:.1f} s (budget {INCREMENTAL_BUDGET} s), "
-          f"{os.cpu_count()} CPUs, nice 19")
+    if "--json" in sys.argv:
+        print(json.dumps({"spec": spec, "cold_s": round(cold, 1), "incremental_s": round(incremental, 1),
+                          "cold_budget_s": COLD_BUDGET, "incremental_budget_s": INCREMENTAL_BUDGET}))
+    else:
+        print(f"{spec}: cold build {cold:.0f} s (budget {COLD_BUDGET} s), "
+              f"incremental after a one-line change {incremental:.1f} s (budget {INCREMENTAL_BUDGET} s), "
+              f"{os.cpu_count()} CPUs, nice 19")
     return 0 if cold <= COLD_BUDGET and incremental <= INCREMENTAL_BUDGET else 1
 
 

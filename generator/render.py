@@ -44,11 +44,6 @@ def c_comment(text: str) -> str:
     return re.sub(r"\*/", "* /", text).replace("/*", "/ *").strip()
 
 
-def shell_word(text: str) -> str:
-    """Quote free text as one single-quoted POSIX shell word."""
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
 def environment() -> jinja2.Environment:
     root = Path(str(resources.files("msiforge.templates")))
     env = jinja2.Environment(
@@ -60,7 +55,6 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["c_comment"] = c_comment
-    env.filters["shell_word"] = shell_word
     env.filters["split_lines"] = lambda text: [line for line in text.split("\n") if line.strip()]
     return env
 

@@ -302,12 +302,6 @@ def validate(data: Any, display: str) -> Board:
                  pci_msi_layout=layout, raw=data)
 
 
-def builtin_boards() -> list[str]:
-    """Names of the boards shipped inside the package."""
-    root = resources.files("msiforge.boards")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
 def load_board(ref: str | None) -> Board:
     """Load a board by path, or by the name of a board shipped with msiforge.
 

@@ -202,7 +202,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     for s in specs:
         fetched.append(obtain(s, available))
     with progress.step("probe the accelerator"):
-        accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz)
+        accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz, cache_root() / "probes")
     progress.info(f"accelerator: {accel.describe()}")
     targets = [render.KernelTarget(k.release, feat.probe(k.header_dirs)) for k in fetched]
     with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):

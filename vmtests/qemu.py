@@ -73,24 +73,54 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float) -> tuple[in
     return idx, seen.strip(), time.monotonic() - start
 
 
+def _probe_entry(kind: str, kernel: Path, cache_dir: Path, per_boot: bool) -> Path:
+    """Where a probe's answer is kept: per kernel and QEMU binary (and host boot, for KVM)."""
+    import hashlib
+
+    st = Path(qemu_binary()).stat()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip() if per_boot else ""
+    key = f"{kernel.resolve()}:{kernel.stat().st_size}:{st.st_size}:{st.st_mtime}:{boot}"
+    return cache_dir / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def _cached_probe(entry: Path, probe) -> tuple[bool, str]:
+    import json
+
+    from ..cache import atomic_write
+
+    if entry.exists():
+        data = json.loads(entry.read_text())
+        return data["ok"], data["why"]
+    ok, why = probe()
+    atomic_write(entry, json.dumps({"ok": ok, "why": why}) + "\n")
+    return ok, why
+
+
 @functools.lru_cache(maxsize=4)
-def probe_kvm(kernel: Path) -> tuple[bool, str]:
+def probe_kvm(kernel: Path, cache_dir: Path | None = None) -> tuple[bool, str]:
     """Boot ``kernel`` under KVM to a trivial init; return (works, explanation).
 
     A nested or broken KVM can run a few real-mode instructions and still fail
     on a real kernel ("KVM internal error"), so the probe boots the kernel the
-    run will use, with the CPU model the run will use.
+    run will use, with the CPU model the run will use.  With ``cache_dir`` the
+    answer is kept until the host reboots.
     """
     if not os.path.exists("/dev/kvm"):
         return False, "no /dev/kvm"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is not accessible to this user"
-    idx, seen, _ = _probe_boot(kernel, ["-M", "q35,kernel-irqchip=split", "-accel", "kvm", "-cpu", "host"], 30)
-    if idx == 0:
-        return True, "KVM probe: a kernel booted under KVM"
-    if idx == 4:
-        return False, "KVM probe: the kernel did not reach init under KVM within 30 s"
-    return False, f"KVM probe failed: {seen or 'QEMU exited'}"
+
+    def probe() -> tuple[bool, str]:
+        idx, seen, _ = _probe_boot(kernel, ["-M", "q35,kernel-irqchip=split", "-accel", "kvm", "-cpu", "host"], 30)
+        if idx == 0:
+            return True, "KVM probe: a kernel booted under KVM"
+        if idx == 4:
+            return False, "KVM probe: the kernel did not reach init under KVM within 30 s"
+        return False, f"KVM probe failed: {seen or 'QEMU exited'}"
+
+    if cache_dir is None:
+        return probe()
+    return _cached_probe(_probe_entry("kvm", kernel, cache_dir, per_boot=True), probe)
 
 
 #: A kernel that reaches init under -icount within this many seconds uses it.
@@ -103,31 +133,21 @@ def probe_icount(kernel: Path, cache_dir: Path) -> tuple[bool, str]:
     Some kernels stall bringing up secondary CPUs when virtual time follows
     instruction counts (seen with Debian 6.1); they run with real-time clocks.
     """
-    import hashlib
-    import json
+    def probe() -> tuple[bool, str]:
+        idx, _, secs = _probe_boot(kernel, ["-M", "q35", "-accel", "tcg", "-smp", "2", *tcg_timing()],
+                                   ICOUNT_PROBE_SECONDS)
+        if idx == 0:
+            return True, f"-icount probe: init reached in {secs:.1f} s"
+        return False, f"-icount probe: init not reached within {ICOUNT_PROBE_SECONDS:g} s, using real-time clocks"
 
-    st = Path(qemu_binary()).stat()
-    key = hashlib.sha256(f"{kernel.resolve()}:{kernel.stat().st_size}:{st.st_size}:{st.st_mtime}".encode())
-    entry = cache_dir / f"icount-{key.hexdigest()[:20]}.json"
-    if entry.exists():
-        data = json.loads(entry.read_text())
-        return data["ok"], data["why"]
-    idx, _, secs = _probe_boot(kernel, ["-M", "q35", "-accel", "tcg", "-smp", "2", *tcg_timing()],
-                               ICOUNT_PROBE_SECONDS)
-    ok = idx == 0
-    why = (f"-icount probe: init reached in {secs:.1f} s" if ok
-           else f"-icount probe: init not reached within {ICOUNT_PROBE_SECONDS:g} s, using real-time clocks")
-    from ..cache import atomic_write
-
-    atomic_write(entry, json.dumps({"ok": ok, "why": why}) + "\n")
-    return ok, why
+    return _cached_probe(_probe_entry("icount", kernel, cache_dir, per_boot=False), probe)
 
 
-def choose_accel(requested: str, kernel: Path) -> Accel:
+def choose_accel(requested: str, kernel: Path, cache_dir: Path | None = None) -> Accel:
     """Resolve a board's ``accel`` (auto | kvm | tcg) to what this machine can do with ``kernel``."""
     if requested == "tcg":
         return Accel("tcg", "the board asks for TCG")
-    works, why = probe_kvm(kernel)
+    works, why = probe_kvm(kernel, cache_dir)
     if works:
         return Accel("kvm", why)
     if requested == "kvm":
