@@ -193,3 +193,48 @@ def bisect_run(board: Board, scenario: str, tree: Path, out: Path, fault: str | 
     if v in CANNOT_SAY:
         return SKIP, f"skip (125): {v}: {k.detail}"
     return BAD, f"bad (1): {scenario}: {v} on {k.release}; log: {k.console_log}"
+
+
+def bisect_series(board: Board, scenario: str, spec: str, work: Path) -> tuple[str | None, str]:
+    """Bisect a generated patch series with `git bisect run` and `msiforge bisect-run`.
+
+    ``spec`` is ``source:X.Y+SERIES``.  The series is checked out in a scratch
+    clone under ``work``; `git bisect` walks it from the pristine source
+    (good) to the series tip (bad).  Returns (first bad commit or None, git's report).
+    """
+    import subprocess
+    import sys
+
+    from . import source_kernels
+
+    ks = parse_spec(spec)
+    if ks.kind != "source" or not ks.patch_series:
+        raise InputError(f"--series {spec!r}: a series bisect needs source:X.Y+SERIES, e.g. source:6.12+pci-ims")
+    runner.select(board, None, [scenario])
+    tip = source_kernels.target(ks).commit
+    base = source_kernels.pristine(f"{ks.major}.{ks.minor}")
+    tree = work / "linux"
+    work.mkdir(parents=True, exist_ok=True)
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=False)
+
+    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(base.tree), str(tree)], check=True)
+    git("checkout", "-q", "-b", "series", tip)
+    cmd = [sys.executable, "-m", "msiforge.cli", "bisect-run", "--board", board.path if Path(board.path).exists()
+           else board.name, "--scenario", scenario, "--tree", str(tree)]
+    # git bisect takes the tip as bad without testing it: make sure it is.
+    with progress.step(f"test the series tip {tip[:12]}"):
+        at_tip = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if at_tip.returncode != BAD:
+        return None, f"the series tip is not bad, nothing to bisect:\n{at_tip.stderr.strip()}\n"
+    git("bisect", "start", tip, base.commit)
+    with progress.step(f"git bisect run over {ks.patch_series} on {base.package} (one kernel build per step)"):
+        out = git("bisect", "run", *cmd)
+    report = out.stdout + out.stderr
+    git("bisect", "reset")
+    first = None
+    for line in out.stdout.splitlines():
+        if line.endswith(" is the first bad commit"):
+            first = line.split()[0]
+    return first, report

@@ -74,8 +74,11 @@ def parser() -> argparse.ArgumentParser:
                        "kernel that differs was found, 1 when none differs, 2 for bad input.")
     _add_board(p)
     p.add_argument("--scenario", "-s", required=True, help="the scenario whose verdict is compared")
-    p.add_argument("--good", required=True, metavar="SPEC", help="the kernel known good (e.g. debian:6.1.0-47)")
-    p.add_argument("--bad", required=True, metavar="SPEC", help="the kernel known to behave differently")
+    p.add_argument("--good", metavar="SPEC", help="the kernel known good (e.g. debian:6.1.0-47)")
+    p.add_argument("--bad", metavar="SPEC", help="the kernel known to behave differently")
+    p.add_argument("--series", metavar="SPEC",
+                   help="instead of --good/--bad: bisect a generated patch series, e.g. source:6.12+pci-ims, "
+                        "with git bisect run (pristine source good, series tip bad)")
     p.add_argument("--kernels", metavar="LIST", help="comma-separated specs to bisect over instead of the index")
     p.add_argument("--out", "-o", type=Path, metavar="DIR", help="output directory (default: under runs/)")
 
@@ -168,6 +171,14 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     board = load_board(args.board)
     explicit = [k.strip() for k in args.kernels.split(",") if k.strip()] if args.kernels else None
     out = args.out or Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-bisect-{args.scenario}"
+    if args.series:
+        first, report = bis.bisect_series(board, args.scenario, args.series, out.resolve())
+        (out / "git-bisect.log").write_text(report)
+        print(report)
+        print(f"git bisect log: {out / 'git-bisect.log'}")
+        return 0 if first else 1
+    if not (args.good and args.bad):
+        raise InputError("bisect needs --good and --bad (or --series)")
     result = bis.bisect(board, args.scenario, args.good, args.bad, out, explicit)
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:

@@ -8,15 +8,19 @@ import subprocess
 
 import pytest
 
-from helpers import MSIFORGE, msiforge, write_board
+from helpers import MSIFORGE, default_board, msiforge, write_board
 
 pytestmark = [pytest.mark.vm, pytest.mark.build]
 
 
 def test_bisect_debian_domain_layout_and_cached_repeat(tmp_path):
     """The PCI/MSI domain layout changed between 6.1 and 6.12: found in <= ceil(log2 n)+1 boots, then from cache."""
-    args = ["bisect", "--scenario", "domain-layout", "--good", "debian:6.1.0-55", "--bad", "debian:6.12.111",
-            "--kernels", "debian:6.1.0-55,debian:6.1.0-56,debian:6.12.107,debian:6.12.111"]
+    # A board of its own (verdicts are cached per board): the first bisect really boots.
+    data = default_board()
+    data["description"] = f"bisect test {tmp_path}"
+    board = write_board(tmp_path, data)
+    args = ["bisect", str(board), "--scenario", "domain-layout", "--good", "debian:6.1.0-55",
+            "--bad", "debian:6.12.111", "--kernels", "debian:6.1.0-55,debian:6.1.0-56,debian:6.12.107,debian:6.12.111"]
     first = msiforge(*args, "--out", str(tmp_path / "b1"))
     assert first.returncode == 0, first.stdout + first.stderr
     res = json.loads((tmp_path / "b1" / "bisect.json").read_text())
