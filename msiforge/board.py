@@ -24,6 +24,8 @@ DEFAULT_BOARD = "q35-ims"
 
 #: Scenarios a board may list, in the order they run in the guest.
 SCENARIOS = ("domain-layout", "deliver", "mask", "affinity", "stress", "churn", "rt", "unload")
+#: Scenarios that move vectors between CPU0 and CPU1.
+TWO_CPU_SCENARIOS = ("affinity", "stress")
 #: What a board runs when it names no scenarios.
 DEFAULT_SCENARIOS = ("deliver", "mask", "affinity", "unload")
 
@@ -285,7 +287,7 @@ def validate(data: Any, display: str) -> Board:
         if s in scenarios:
             check.fail(f"scenarios[{i}]", f"duplicate scenario {s!r}")
         scenarios.append(s)
-    for needs_two in ("affinity", "stress"):
+    for needs_two in TWO_CPU_SCENARIOS:
         if needs_two in scenarios and cpus < 2:
             check.fail("scenarios", f"'{needs_two}' moves vectors between CPU0 and CPU1 and needs cpus >= 2")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import kernels as kern
 from . import progress
-from .board import SCENARIOS, Board
+from .board import SCENARIOS, TWO_CPU_SCENARIOS, Board
 from .cache import cache_root, ensure_entry
 from .errors import BuildError, InputError
 from .generator import features as feat
@@ -35,7 +35,7 @@ def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -
         for s in scenarios:
             if s not in SCENARIOS:
                 raise InputError(f"--scenario {s!r}: unknown scenario (known: {', '.join(SCENARIOS)})")
-            if s in ("affinity", "stress") and board.cpus < 2:
+            if s in TWO_CPU_SCENARIOS and board.cpus < 2:
                 raise InputError(f"--scenario {s}: board {board.name} has {board.cpus} CPU, needs 2")
         board = dataclasses.replace(board, scenarios=tuple(s for s in SCENARIOS if s in scenarios))
     return board, list(dict.fromkeys(specs))
