@@ -223,20 +223,15 @@ def cmd_bisect_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from . import kernels as kern
     from . import runner
     from .board import load_board
     from .generator import features as feat
     from .generator import render
 
     board, specs = runner.select(load_board(args.board), args.kernels, None)
-    available = kern.index()
-    for s in specs:
-        kern.resolve(s, available)
-    targets = []
-    for s in specs:
-        k = kern.fetch(s, available)
-        targets.append(render.KernelTarget(k.release, feat.probe(k.header_dirs)))
+    available = runner.check_specs(specs)
+    kernels = [runner.obtain(s, available) for s in specs]
+    targets = [render.KernelTarget(k.release, feat.probe(k.header_dirs)) for k in kernels]
     trees = render.generate(board, targets, args.out)
     for release, tree in trees.items():
         print(f"{release}: {tree}")

@@ -41,6 +41,15 @@ def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -
     return board, list(dict.fromkeys(specs))
 
 
+def check_specs(specs: list[str]) -> list[kern.DebianKernel]:
+    """Resolve the debian: specs so that bad ones fail before anything is written; return the index."""
+    debian = [s for s in specs if parse_spec(s).kind == "debian"]
+    available = kern.index() if debian else []
+    for s in debian:
+        kern.resolve(s, available)
+    return available
+
+
 def obtain(spec: str, available: list[kern.DebianKernel]) -> kern.Kernel:
     """A bootable kernel for ``spec``: fetched (debian:) or built (source:, tree:)."""
     if parse_spec(spec).kind == "debian":
@@ -192,10 +201,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     board, specs = select(board, specs, scenarios)
     if fault and backend != "qemu":
         raise InputError("--guest-fault needs the qemu backend (it is injected by msiforge's own init)")
-    debian = [s for s in specs if parse_spec(s).kind == "debian"]
-    available = kern.index() if debian else []
-    for s in debian:
-        kern.resolve(s, available)  # bad specs fail before anything is written
+    available = check_specs(specs)
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")
     fetched = []
