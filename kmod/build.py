@@ -47,8 +47,11 @@ def annotate(output: str, tree: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def build(tree: Path, build_dir: Path, jobs: int | None = None) -> BuildResult:
+def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86_64") -> BuildResult:
     """Build the modules of ``tree`` against the kernel build directory ``build_dir``.
+
+    ``arch`` is the kernel's board arch: other than x86_64, the modules are
+    cross-built (ARCH=, CROSS_COMPILE= as for the kernel).
 
     Raises BuildError naming the first diagnostic (with file, line and
     template) on any error or warning, or on a failing make.
@@ -56,7 +59,10 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None) -> BuildResult:
     import time
 
     jobs = jobs or os.cpu_count() or 1
-    cmd = ["make", "-s", f"-j{jobs}", "-C", str(build_dir), f"M={tree}", "W=1", "modules"]
+    from ..source_kernels import build_arch
+
+    cmd = ["make", "-s", f"-j{jobs}", "-C", str(build_dir), *build_arch(arch).make_vars, f"M={tree}", "W=1",
+           "modules"]
     env = dict(os.environ, LC_ALL="C")
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

@@ -29,6 +29,10 @@ TWO_CPU_SCENARIOS = ("affinity", "stress")
 #: What a board runs when it names no scenarios.
 DEFAULT_SCENARIOS = ("deliver", "mask", "affinity", "unload")
 
+#: Board arches and the QEMU machines each may use (the first is the default).
+ARCH_MACHINES = {"x86_64": ("q35", "pc"), "arm64": ("virt",)}
+ARCHES = tuple(ARCH_MACHINES)
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 DEVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 MEMORY_RE = re.compile(r"^(?P<num>[1-9][0-9]{0,5})(?P<unit>[MG])$")
@@ -253,14 +257,20 @@ def validate(data: Any, display: str) -> Board:
     description = check.string(data.get("description", ""), "description")
     if len(description) > 4096:
         check.fail("description", "longer than 4096 characters")
-    arch = check.choice(data.get("arch", "x86_64"), "arch", ("x86_64",))
-    machine = check.choice(data.get("machine", "q35"), "machine", ("q35", "pc"))
+    arch = check.choice(data.get("arch", "x86_64"), "arch", ARCHES)
+    machine = check.choice(data.get("machine", ARCH_MACHINES[arch][0]), "machine", ARCH_MACHINES[arch])
     cpus = check.integer(data.get("cpus", 2), "cpus", 1, 8)
     memory_mib = _memory_mib(check, data.get("memory", "1G"))
     accel = check.choice(data.get("accel", "auto"), "accel", ("auto", "kvm", "tcg"))
-    iommu = check.choice(data.get("iommu", "intel-ir"), "iommu", ("none", "intel-ir"))
+    iommu = check.choice(data.get("iommu", "intel-ir" if arch == "x86_64" else "none"), "iommu",
+                         ("none", "intel-ir"))
     if iommu == "intel-ir" and machine != "q35":
         check.fail("iommu", "intel-ir needs machine: q35")
+    if arch == "arm64":
+        # The host is x86_64: an arm64 guest is emulated (TCG); "auto" can only mean that.
+        if accel == "kvm":
+            check.fail("accel", "an arm64 guest cannot run under KVM on this x86_64 host (use tcg or auto)")
+        accel = "tcg"
 
     kernels_raw = check.sequence(data.get("kernels", ["debian:6.12"]), "kernels", 1, 64)
     kernels = []

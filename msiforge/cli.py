@@ -229,8 +229,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .generator import render
 
     board, specs = runner.select(load_board(args.board), args.kernels, None)
-    available = runner.check_specs(specs)
-    kernels = [runner.obtain(s, available) for s in specs]
+    available = runner.check_specs(specs, board.arch)
+    kernels = [runner.obtain(s, available, board.arch) for s in specs]
     targets = [render.KernelTarget(k.release, feat.probe(k.header_dirs)) for k in kernels]
     trees = render.generate(board, targets, args.out)
     for release, tree in trees.items():

@@ -56,6 +56,7 @@ class Kernel:
     header_dirs: list[Path]  # where include/linux/... live, for feature probes
     series: str
     source: str = "debian"
+    arch: str = "x86_64"  # the board arch it runs on (modules are built for it)
 
 
 

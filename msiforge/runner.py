@@ -41,23 +41,28 @@ def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -
     return board, list(dict.fromkeys(specs))
 
 
-def check_specs(specs: list[str]) -> list[kern.DebianKernel]:
+def check_specs(specs: list[str], arch: str = "x86_64") -> list[kern.DebianKernel]:
     """Resolve the debian: specs so that bad ones fail before anything is written; return the index."""
     debian = [s for s in specs if parse_spec(s).kind == "debian"]
+    if debian and arch != "x86_64":
+        # Debian's arm64 headers carry arm64 build tools (fixdep, modpost): modules for those
+        # kernels cannot be built on this x86_64 host from the packages alone.
+        raise InputError(f"kernel {debian[0]}: Debian prebuilt kernels are used on x86_64 boards only; "
+                         f"an {arch} board takes source: or tree: kernels (cross-built)")
     available = kern.index() if debian else []
     for s in debian:
         kern.resolve(s, available)
     return available
 
 
-def obtain(spec: str, available: list[kern.DebianKernel]) -> kern.Kernel:
+def obtain(spec: str, available: list[kern.DebianKernel], arch: str = "x86_64") -> kern.Kernel:
     """A bootable kernel for ``spec``: fetched (debian:) or built (source:, tree:)."""
     if parse_spec(spec).kind == "debian":
         with progress.step(f"fetch {spec}"):
             return kern.fetch(spec, available)
     from . import source_kernels
 
-    return source_kernels.build(spec)
+    return source_kernels.build(spec, arch)
 
 
 def new_run_dir(board: Board, out: Path | None) -> Path:
@@ -83,7 +88,7 @@ def build_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
     entry = cache_root() / "modules" / f"{kernel.release}-{h.hexdigest()[:20]}"
 
     def _build(tmp: Path) -> None:
-        for ko in kbuild.build(tree, kernel.build_dir).modules:
+        for ko in kbuild.build(tree, kernel.build_dir, arch=kernel.arch).modules:
             shutil.copy2(ko, tmp / ko.name)
 
     ensure_entry(entry, _build)
@@ -99,7 +104,7 @@ def build_fault_module(kernel: kern.Kernel, dest: Path) -> Path:
     shutil.copy2(src, dest / src.name)
     (dest / "Kbuild").write_text("obj-m += msiforge_fault.o\n")
     (dest / "manifest.json").write_text('{"files": {"msiforge_fault.c": "kmod/fault/msiforge_fault.c"}}\n')
-    return kbuild.build(dest, kernel.build_dir).modules[0]
+    return kbuild.build(dest, kernel.build_dir, arch=kernel.arch).modules[0]
 
 
 def scenario_results(board: Board, root: ktap.TestResult, boot: vmconsole.Console) -> list[ScenarioResult]:
@@ -138,7 +143,7 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
         return result
     icount = False
     if accel.name == "tcg" and board.tcg_clock == "auto":
-        icount, result.timing = qemu.probe_icount(kernel.vmlinuz, cache_root() / "probes")
+        icount, result.timing = qemu.probe_icount(kernel.vmlinuz, cache_root() / "probes", board.arch)
     elif accel.name == "tcg":
         result.timing = "real-time clocks (the board's tcg_clock)"
     env = None
@@ -147,8 +152,9 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     else:
         if fault in ("panic", "oops", "warn"):
             modules = modules + [build_fault_module(kernel, kdir / "fault")]
-        initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh")
-        argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault), icount)
+        initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh",
+                                 initramfs.busybox_for(board.arch))
+        argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault, board.arch), icount)
     (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
     log = kdir / "console.log"
     clock = ", icount" if icount else ""
@@ -201,12 +207,15 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     board, specs = select(board, specs, scenarios)
     if fault and backend != "qemu":
         raise InputError("--guest-fault needs the qemu backend (it is injected by msiforge's own init)")
-    available = check_specs(specs)
+    if backend != "qemu" and board.arch != "x86_64":
+        raise InputError(f"--backend {backend}: board {board.name} is {board.arch}; only the qemu backend "
+                         "boots foreign-arch guests")
+    available = check_specs(specs, board.arch)
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")
     fetched = []
     for s in specs:
-        fetched.append(obtain(s, available))
+        fetched.append(obtain(s, available, board.arch))
     with progress.step("probe the accelerator"):
         accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz, cache_root() / "probes")
     progress.info(f"accelerator: {accel.describe()}")

@@ -6,13 +6,17 @@ commit, deterministic).  ``source:6.12+pci-ims`` adds a patch series made by
 ``generator/patches.py`` on top of it.  ``tree:PATH[@REV]`` builds a user's
 kernel git tree: at REV in a shared clone, or without REV in place.
 
-The configuration is the board's fragment (``kconfigs/x86_64-q35.config``)
-merged onto ``tinyconfig`` with the kernel's own
-``scripts/kconfig/merge_config.sh``; every option of the fragment must survive
-``olddefconfig``, or the build fails naming the ones that did not.
+The configuration is the board's fragment (``kconfigs/x86_64-q35.config``,
+``kconfigs/arm64-virt.config``) merged onto ``tinyconfig`` with the kernel's
+own ``scripts/kconfig/merge_config.sh``; every option of the fragment must
+survive ``olddefconfig``, or the build fails naming the ones that did not.
+The board's ``arch`` picks the fragment and the toolchain: arm64 kernels are
+cross-built with Debian's ``gcc-aarch64-linux-gnu`` (``ARCH=arm64
+CROSS_COMPILE=aarch64-linux-gnu-``).
 
 Builds are out of tree (``O=``) in a *build slot* per (source, series,
-config): ``<cache>/kbuild/<slot>/{src,o}``.  ``src`` is a ``git clone
+arch, config): ``<cache>/kbuild/<slot>/{src,o}`` (x86_64 slot names carry no
+arch, as before arches existed; others carry it, e.g. ``6.12.117-arm64-<hash>``).  ``src`` is a ``git clone
 --shared`` of the source checked out at the commit to build; moving it to
 another commit rewrites only the files that differ, so a changed patch
 rebuilds incrementally in the same ``o``.  ``state.json`` records the hash of
@@ -43,6 +47,35 @@ from .kspec import KernelSpec, parse_spec
 SOURCE_PACKAGES = {"6.12": "linux-source-6.12", "6.1": "linux-source-6.1"}
 #: The configuration fragment (the board's: q35, PCI/MSI, Intel IR, serial, initramfs, modules).
 CONFIG_FRAGMENT = Path(__file__).resolve().parent.parent / "kconfigs" / "x86_64-q35.config"
+
+
+@dataclass(frozen=True)
+class BuildArch:
+    """How kernels (and modules) of one board architecture are configured and built."""
+
+    name: str  # the board's arch
+    fragment: Path
+    image: str  # the bootable image, relative to O=
+    make_vars: tuple[str, ...]  # ARCH=, CROSS_COMPILE= (none for the host's own arch)
+    cc: str  # the compiler, as CC= of the kernel build
+    slot_tag: str  # in the build slot name ("" for x86_64: its slots predate arches)
+
+
+#: Board arch -> how to build for it.
+BUILD_ARCHES = {
+    "x86_64": BuildArch("x86_64", CONFIG_FRAGMENT, "arch/x86/boot/bzImage", (), "gcc", ""),
+    "arm64": BuildArch("arm64", CONFIG_FRAGMENT.with_name("arm64-virt.config"), "arch/arm64/boot/Image",
+                       ("ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"), "aarch64-linux-gnu-gcc", "-arm64"),
+}
+
+
+def build_arch(arch: str) -> BuildArch:
+    """The build description of a board ``arch`` (SpecError naming the known ones)."""
+    try:
+        return BUILD_ARCHES[arch]
+    except KeyError:
+        raise SpecError(f"arch {arch!r}: kernels cannot be built for it "
+                        f"(known: {', '.join(BUILD_ARCHES)})") from None
 #: The base configuration the fragment is merged onto.
 BASE_CONFIG = "tinyconfig"
 #: Identity and date of the pristine commit: fixed, so the same package gives the same commit.
@@ -142,9 +175,9 @@ def pristine(series: str) -> Source:
 
 # --------------------------------------------------------------------------- configuration
 
-def config_fragment() -> str:
-    """The configuration fragment text (what ``msiforge kernels config`` shows)."""
-    return CONFIG_FRAGMENT.read_text()
+def config_fragment(arch: str = "x86_64") -> str:
+    """The configuration fragment text of a board arch (what ``msiforge kernels config`` shows)."""
+    return build_arch(arch).fragment.read_text()
 
 
 def _fragment_options(text: str) -> dict[str, str]:
@@ -168,10 +201,11 @@ def missing_options(fragment: str, config: str) -> list[str]:
     return out
 
 
-def _make_cmd(src: Path, obj: Path, localversion: str, *targets: str) -> list[str]:
+def _make_cmd(src: Path, obj: Path, localversion: str, *targets: str, arch: str = "x86_64") -> list[str]:
     jobs = os.cpu_count() or 1
-    return ["nice", "-n", "19", "make", "-s", f"-j{jobs}", "-C", str(src), f"O={obj}", "CC=ccache gcc",
-            "HOSTCC=ccache gcc", f"LOCALVERSION={localversion}", *targets]
+    ba = build_arch(arch)
+    return ["nice", "-n", "19", "make", "-s", f"-j{jobs}", "-C", str(src), f"O={obj}", *ba.make_vars,
+            f"CC=ccache {ba.cc}", "HOSTCC=ccache gcc", f"LOCALVERSION={localversion}", *targets]
 
 
 def _make_env() -> dict:
@@ -182,22 +216,25 @@ def _make_env() -> dict:
                 KBUILD_BUILD_USER="msiforge", KBUILD_BUILD_HOST="msiforge")
 
 
-def configure(src: Path, obj: Path, localversion: str = "") -> None:
+def configure(src: Path, obj: Path, localversion: str = "", arch: str = "x86_64") -> None:
     """Write ``obj/.config``: the fragment merged onto tinyconfig, checked option by option."""
     env = _make_env()
-    _run(_make_cmd(src, obj, localversion, BASE_CONFIG), f"make {BASE_CONFIG}", env=env)
+    fragment = build_arch(arch).fragment
+    _run(_make_cmd(src, obj, localversion, BASE_CONFIG, arch=arch), f"make {BASE_CONFIG}", env=env)
     merge = src / "scripts" / "kconfig" / "merge_config.sh"
-    _run(["sh", str(merge), "-m", "-O", str(obj), str(obj / ".config"), str(CONFIG_FRAGMENT)],
-         "merge_config.sh", cwd=src, env=env)
-    _run(_make_cmd(src, obj, localversion, "olddefconfig"), "make olddefconfig", env=env)
-    check_config(obj)
+    # merge_config.sh runs make itself: ARCH and CROSS_COMPILE reach it through the environment.
+    menv = dict(env, **dict(v.split("=", 1) for v in build_arch(arch).make_vars))
+    _run(["sh", str(merge), "-m", "-O", str(obj), str(obj / ".config"), str(fragment)],
+         "merge_config.sh", cwd=src, env=menv)
+    _run(_make_cmd(src, obj, localversion, "olddefconfig", arch=arch), "make olddefconfig", env=env)
+    check_config(obj, arch)
 
 
-def check_config(obj: Path) -> None:
+def check_config(obj: Path, arch: str = "x86_64") -> None:
     """Fail loudly naming every fragment option that did not survive into ``obj/.config``."""
-    lost = missing_options(config_fragment(), (obj / ".config").read_text())
+    lost = missing_options(config_fragment(arch), (obj / ".config").read_text())
     if lost:
-        raise BuildError(f"{CONFIG_FRAGMENT.name}: options lost by olddefconfig (unmet dependencies?): "
+        raise BuildError(f"{build_arch(arch).fragment.name}: options lost by olddefconfig (unmet dependencies?): "
                          + ", ".join(lost))
 
 
@@ -212,6 +249,7 @@ class Target:
     commit: str | None  # None: the working tree of ``repo`` as it is (tree:PATH)
     slot: str  # build slot name
     series: str  # kernel series, e.g. 6.12 (for the Kernel object)
+    arch: str = "x86_64"  # the board arch it is built for
 
 
 def _source_target(spec: KernelSpec) -> Target:
@@ -242,13 +280,19 @@ def _tree_target(spec: KernelSpec) -> Target:
                   series=".".join(kver.split(".")[:2]))
 
 
-def target(spec: str | KernelSpec) -> Target:
-    """Resolve a ``source:`` or ``tree:`` spec to what to build (fetching the source if needed)."""
+def target(spec: str | KernelSpec, arch: str = "x86_64") -> Target:
+    """Resolve a ``source:`` or ``tree:`` spec to what to build for a board ``arch``.
+
+    The source is fetched if needed.
+    """
+    import dataclasses
+
     spec = parse_spec(spec) if isinstance(spec, str) else spec
+    build_arch(arch)
     if spec.kind == "source":
-        return _source_target(spec)
+        return dataclasses.replace(_source_target(spec), arch=arch)
     if spec.kind == "tree":
-        return _tree_target(spec)
+        return dataclasses.replace(_tree_target(spec), arch=arch)
     raise SpecError(f"kernel spec {spec.text!r}: not a source: or tree: kernel")
 
 
@@ -269,31 +313,38 @@ def _key(tgt: Target, src: Path) -> str:
         h.update(_git(src, "rev-parse", "HEAD").encode())
         h.update(_git(src, "diff", "HEAD").encode())
         h.update(_git(src, "status", "--porcelain", "--untracked-files=no").encode())
-    h.update(BASE_CONFIG.encode() + b"\0" + config_fragment().encode())
+    h.update(BASE_CONFIG.encode() + b"\0" + config_fragment(tgt.arch).encode())
+    if tgt.arch != "x86_64":  # x86_64 keys predate arches (and must not change)
+        h.update(b"\0arch=" + tgt.arch.encode())
     return h.hexdigest()
 
 
-def build(spec: str | KernelSpec) -> Kernel:
-    """Build (or reuse) the kernel of a ``source:`` / ``tree:`` spec and return it like a Debian kernel."""
-    return build_target(target(spec))
+def build(spec: str | KernelSpec, arch: str = "x86_64") -> Kernel:
+    """Build (or reuse) the kernel of a ``source:`` / ``tree:`` spec for a board ``arch``.
+
+    Returns it like a Debian kernel.
+    """
+    return build_target(target(spec, arch))
 
 
-def series_targets(spec: str | KernelSpec) -> list[Target]:
+def series_targets(spec: str | KernelSpec, arch: str = "x86_64") -> list[Target]:
     """One target per patch of a ``source:X.Y+SERIES`` spec, in order (bisecting the series).
 
     They share the spec's build slot, so building them one after another is
     incremental.
     """
-    tgt = target(spec)
+    tgt = target(spec, arch)
     commits = _git(tgt.repo, "rev-list", "--reverse", f"{pristine(tgt.series).commit}..{tgt.commit}").split()
     return [Target(spec=f"{tgt.spec} (patch {i}/{len(commits)})", repo=tgt.repo, commit=c, slot=tgt.slot,
-                   series=tgt.series) for i, c in enumerate(commits, 1)]
+                   series=tgt.series, arch=tgt.arch)
+            for i, c in enumerate(commits, 1)]
 
 
 def build_target(tgt: Target) -> Kernel:
     """Build (or reuse) one target in its slot."""
-    config_hash = hashlib.sha256(config_fragment().encode()).hexdigest()[:10]
-    slot = cache_root() / "kbuild" / f"{tgt.slot}-{config_hash}"
+    ba = build_arch(tgt.arch)
+    config_hash = hashlib.sha256(config_fragment(tgt.arch).encode()).hexdigest()[:10]
+    slot = cache_root() / "kbuild" / f"{tgt.slot}{ba.slot_tag}-{config_hash}"
     slot.mkdir(parents=True, exist_ok=True)
     with locked(slot.with_name(slot.name + ".lock")):
         src = slot / "src" if tgt.commit else tgt.repo
@@ -304,20 +355,22 @@ def build_target(tgt: Target) -> Kernel:
         state_file = slot / "state.json"
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
         localversion = f"-msiforge-{key[:8]}"
-        if state.get("key") != key or not (obj / "arch/x86/boot/bzImage").exists():
+        if state.get("key") != key or not (obj / ba.image).exists():
             state_file.unlink(missing_ok=True)
             obj.mkdir(exist_ok=True)
             if state.get("config") != config_hash or not (obj / ".config").exists():
-                with progress.step(f"configure {tgt.spec} ({BASE_CONFIG} + {CONFIG_FRAGMENT.name})"):
-                    configure(src, obj, localversion)
-            with progress.step(f"build kernel {tgt.spec} (nice, ccache)"):
-                _run(_make_cmd(src, obj, localversion, "all"), f"kernel build of {tgt.spec} (O={obj})",
-                     env=_make_env())
-            check_config(obj)
-            release = _run(_make_cmd(src, obj, localversion, "kernelrelease"), "make kernelrelease",
-                           env=_make_env()).stdout.strip()
+                with progress.step(f"configure {tgt.spec} ({BASE_CONFIG} + {ba.fragment.name})"):
+                    configure(src, obj, localversion, tgt.arch)
+            cross = f", {tgt.arch}" if ba.make_vars else ""
+            with progress.step(f"build kernel {tgt.spec} (nice, ccache{cross})"):
+                _run(_make_cmd(src, obj, localversion, "all", arch=tgt.arch),
+                     f"kernel build of {tgt.spec} (O={obj})", env=_make_env())
+            check_config(obj, tgt.arch)
+            release = _run(_make_cmd(src, obj, localversion, "kernelrelease", arch=tgt.arch),
+                           "make kernelrelease", env=_make_env()).stdout.strip()
             state = {"key": key, "config": config_hash, "release": release, "spec": tgt.spec,
                      "commit": tgt.commit}
             atomic_write(state_file, json.dumps(state, indent=2) + "\n")
-    return Kernel(spec=tgt.spec, release=state["release"], vmlinuz=obj / "arch/x86/boot/bzImage",
-                  build_dir=obj, header_dirs=[src, obj], series=tgt.series, source=tgt.spec.split(":")[0])
+    return Kernel(spec=tgt.spec, release=state["release"], vmlinuz=obj / ba.image,
+                  build_dir=obj, header_dirs=[src, obj], series=tgt.series, source=tgt.spec.split(":")[0],
+                  arch=tgt.arch)

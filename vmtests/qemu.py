@@ -17,6 +17,14 @@ from ..board import Board
 from ..errors import EnvironmentProblem
 
 QEMU = "qemu-system-x86_64"
+#: arm64 boards: QEMU's virt machine with a GICv3 and its ITS (LPIs for MSIs).
+QEMU_ARM64 = "qemu-system-aarch64"
+ARM64_MACHINE = "virt,gic-version=3,its=on"
+#: -cpu max, with the IMPDEF pointer-authentication algorithm: the
+#: architected QARMA5 is costly to emulate under TCG, which only slows the boot.
+ARM64_CPU = "max,pauth-impdef=on"
+#: The serial console device of each board arch.
+CONSOLE = {"x86_64": "ttyS0", "arm64": "ttyAMA0"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,13 @@ class Accel:
         return f"{self.name.upper()} ({self.reason})"
 
 
-def qemu_binary() -> str:
+def qemu_binary(arch: str = "x86_64") -> str:
+    if arch == "arm64":
+        path = shutil.which(QEMU_ARM64)
+        if not path:
+            raise EnvironmentProblem(f"{QEMU_ARM64} not found: install Debian's qemu-system-arm "
+                                     "(make setup, as root)")
+        return path
     path = shutil.which(QEMU)
     if not path:
         raise EnvironmentProblem(f"{QEMU} not found: install Debian's qemu-system-x86 (make setup, as root)")
@@ -44,7 +58,8 @@ _PROBE_INIT = """#!/bin/busybox sh
 """
 
 
-def _probe_boot(kernel: Path, accel_args: list[str], timeout: float) -> tuple[int, str, float]:
+def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
+                arch: str = "x86_64") -> tuple[int, str, float]:
     """Boot ``kernel`` to a trivial init; return (outcome index, what was seen, seconds).
 
     Outcome 0: init ran; 1: KVM internal error; 2: QEMU error; 3: QEMU exited; 4: timeout.
@@ -56,16 +71,16 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float) -> tuple[in
     from . import initramfs
 
     with tempfile.TemporaryDirectory(prefix="msiforge-probe-") as tmp:
-        initrd = initramfs.build_minimal(Path(tmp) / "probe.cpio", _PROBE_INIT)
-        argv = [qemu_binary(), *accel_args, "-m", "256M", "-nodefaults", "-no-user-config",
+        initrd = initramfs.build_minimal(Path(tmp) / "probe.cpio", _PROBE_INIT, initramfs.busybox_for(arch))
+        argv = [qemu_binary(arch), *accel_args, "-m", "256M", "-nodefaults", "-no-user-config",
                 "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
-                "-initrd", str(initrd), "-append", "console=ttyS0 loglevel=3 panic=-1"]
+                "-initrd", str(initrd), "-append", f"console={CONSOLE[arch]} loglevel=3 panic=-1"]
         start = time.monotonic()
         child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=timeout)
         try:
             # Error patterns end at the line end, so the whole message is captured.
             idx = child.expect(["msiforge-probe: ok", r"KVM internal error[^\r\n]*\r?\n",
-                                r"qemu-system-x86_64: [^\r\n]*\r?\n", pexpect.EOF, pexpect.TIMEOUT])
+                                r"qemu-system-(?:x86_64|aarch64): [^\r\n]*\r?\n", pexpect.EOF, pexpect.TIMEOUT])
             seen = child.after if isinstance(child.after, str) else ""
         finally:
             child.terminate(force=True)
@@ -73,11 +88,11 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float) -> tuple[in
     return idx, seen.strip(), time.monotonic() - start
 
 
-def _probe_entry(kind: str, kernel: Path, cache_dir: Path, per_boot: bool) -> Path:
+def _probe_entry(kind: str, kernel: Path, cache_dir: Path, per_boot: bool, arch: str = "x86_64") -> Path:
     """Where a probe's answer is kept: per kernel and QEMU binary (and host boot, for KVM)."""
     import hashlib
 
-    st = Path(qemu_binary()).stat()
+    st = Path(qemu_binary(arch)).stat()
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip() if per_boot else ""
     key = f"{kernel.resolve()}:{kernel.stat().st_size}:{st.st_size}:{st.st_mtime}:{boot}"
     return cache_dir / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
@@ -127,20 +142,21 @@ def probe_kvm(kernel: Path, cache_dir: Path | None = None) -> tuple[bool, str]:
 ICOUNT_PROBE_SECONDS = 15.0
 
 
-def probe_icount(kernel: Path, cache_dir: Path) -> tuple[bool, str]:
+def probe_icount(kernel: Path, cache_dir: Path, arch: str = "x86_64") -> tuple[bool, str]:
     """Whether ``kernel`` boots under TCG with ``-icount`` (cached per kernel and QEMU binary).
 
     Some kernels stall bringing up secondary CPUs when virtual time follows
     instruction counts (seen with Debian 6.1); they run with real-time clocks.
     """
     def probe() -> tuple[bool, str]:
-        idx, _, secs = _probe_boot(kernel, ["-M", "q35", "-accel", "tcg", "-smp", "2", *tcg_timing()],
-                                   ICOUNT_PROBE_SECONDS)
+        machine = ["-M", "q35"] if arch == "x86_64" else ["-M", ARM64_MACHINE, "-cpu", ARM64_CPU]
+        idx, _, secs = _probe_boot(kernel, [*machine, "-accel", "tcg", "-smp", "2", *tcg_timing()],
+                                   ICOUNT_PROBE_SECONDS, arch)
         if idx == 0:
             return True, f"-icount probe: init reached in {secs:.1f} s"
         return False, f"-icount probe: init not reached within {ICOUNT_PROBE_SECONDS:g} s, using real-time clocks"
 
-    return _cached_probe(_probe_entry("icount", kernel, cache_dir, per_boot=False), probe)
+    return _cached_probe(_probe_entry("icount", kernel, cache_dir, per_boot=False, arch=arch), probe)
 
 
 def choose_accel(requested: str, kernel: Path, cache_dir: Path | None = None) -> Accel:
@@ -157,7 +173,9 @@ def choose_accel(requested: str, kernel: Path, cache_dir: Path | None = None) ->
 
 def command(board: Board, accel: Accel, kernel: Path, initrd: Path, append: str,
             icount: bool = False) -> list[str]:
-    """The qemu-system-x86_64 argv for one boot of ``board``."""
+    """The qemu-system-x86_64 (or, for arm64 boards, qemu-system-aarch64) argv for one boot of ``board``."""
+    if board.arch == "arm64":
+        return _arm64_command(board, accel, kernel, initrd, append, icount)
     machine = board.machine
     if accel.name == "kvm" and board.iommu == "intel-ir":
         machine += ",kernel-irqchip=split"  # interrupt remapping needs the split irqchip under KVM
@@ -178,6 +196,25 @@ def command(board: Board, accel: Accel, kernel: Path, initrd: Path, append: str,
     return argv
 
 
+def _arm64_command(board: Board, accel: Accel, kernel: Path, initrd: Path, append: str,
+                   icount: bool) -> list[str]:
+    """QEMU virt with a GICv3 ITS under TCG; the board's platform devices come in a DTB of our own."""
+    from . import dtb
+
+    if accel.name != "tcg":
+        raise EnvironmentProblem(f"board {board.name}: an arm64 guest runs under TCG here, not {accel.name}")
+    argv = [qemu_binary("arm64"), "-M", ARM64_MACHINE, "-accel", "tcg", "-cpu", ARM64_CPU,
+            "-smp", str(board.cpus), "-m", f"{board.memory_mib}M",
+            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]
+    if icount:
+        argv += tcg_timing()
+    for dev in board.devices:
+        # dma_mask: edu's default 28-bit mask clamps addresses into 0..256M (RAM starts at 1G here).
+        argv += ["-device", f"edu,dma_mask=0xffffffff,addr={dev.pci_slot:#04x}"]
+    return argv + ["-dtb", str(dtb.board_dtb(board, argv)), "-kernel", str(kernel), "-initrd", str(initrd),
+                   "-append", append]
+
+
 def tcg_timing() -> list[str]:
     """TCG clock options: virtual time follows instructions and warps while all vCPUs idle.
 
@@ -188,16 +225,16 @@ def tcg_timing() -> list[str]:
     return ["-icount", "shift=auto,sleep=off"]
 
 
-def kernel_cmdline(fault: str | None = None) -> str:
+def kernel_cmdline(fault: str | None = None, arch: str = "x86_64") -> str:
     """The guest kernel command line (fixed; nothing from the board reaches it).
 
     loglevel=5 keeps informational messages off the console but shows
     warnings (WARN is KERN_WARNING) and worse; panic=-1 with -no-reboot makes
     QEMU exit on a panic.  ``fault`` is for the harness's own tests.
     """
-    parts = ["console=ttyS0", "loglevel=5", "panic=-1"]
+    parts = [f"console={CONSOLE[arch]}", "loglevel=5", "panic=-1"]
     if fault == "hang-hard":
-        parts[0] = "console=ttyS9"  # no such port: the guest says nothing at all
+        parts[0] = f"console={CONSOLE[arch]}9"  # no such port: the guest says nothing at all
     if fault:
         parts.append(f"msiforge.fault={fault}")
     return " ".join(parts)

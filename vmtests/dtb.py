@@ -1,0 +1,92 @@
+"""The device tree of arm64 (QEMU ``virt``) boards: QEMU's own, plus msiforge's platform devices.
+
+QEMU builds the ``virt`` machine's DTB itself (``-M virt,dumpdtb=FILE``
+writes it out).  For each board device with ``platform-msi`` storage msiforge
+adds a platform device node whose ``msi-parent`` is the ITS, so the kernel's
+ITS platform-MSI domain serves it::
+
+    msiforge-pmsi0 {
+        compatible = "msiforge,pmsi0";
+        msi-parent = <&its 0x0>;     /* the ITS DeviceID of its messages */
+    };
+
+The DeviceID is the one the messages really carry.  The device's storage is
+sent by its edu, whose DMA writes reach GITS_TRANSLATER with
+``MEMTXATTRS_UNSPECIFIED`` (QEMU 7.2: ``edu_dma_timer`` ->
+``pci_dma_write`` -> ``pci_dma_rw(..., MEMTXATTRS_UNSPECIFIED)``), so
+``requester_id`` is 0 and ``gicv3_its_translation_write`` uses DeviceID 0,
+not the edu's requester ID (only ``msi_notify``, the edu's own PCI MSI,
+carries that).  Every device-side message store therefore lives on ITS
+DeviceID 0 (RID 00:00.0, the host bridge, which never takes MSIs).
+
+The result is cached per QEMU binary and machine arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..board import Board
+from ..cache import atomic_write, cache_root, ensure_entry
+from ..errors import EnvironmentProblem
+
+#: The ITS DeviceID of a write by the edu's DMA engine (QEMU 7.2, see above).
+EDU_DMA_DEVICE_ID = 0
+
+_ITS_RE = re.compile(r"\bits@[0-9a-f]+ \{\s*phandle = <(0x[0-9a-f]+)>;", re.S)
+
+
+def nodes(board: Board, its_phandle: str) -> str:
+    """The DTS fragment of the board's platform devices."""
+    out = []
+    for dev in board.devices:
+        if dev.storage != "platform-msi":
+            continue
+        out.append(f"\tmsiforge-{dev.name} {{\n"
+                   f"\t\tcompatible = \"msiforge,{dev.name}\";\n"
+                   f"\t\tmsi-parent = <{its_phandle} {EDU_DMA_DEVICE_ID:#x}>;\n"
+                   f"\t}};\n")
+    return "/ {\n" + "".join(out) + "};\n" if out else ""
+
+
+def _run(cmd: list[str], what: str) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise EnvironmentProblem(f"{cmd[0]}: command not found (run 'make setup' as root)") from None
+    if proc.returncode != 0:
+        raise EnvironmentProblem(f"{what} failed: {(proc.stdout + proc.stderr).strip()[-300:]}")
+    return proc.stdout
+
+
+def board_dtb(board: Board, qemu_argv: list[str]) -> Path:
+    """The DTB to boot ``board`` with: QEMU's for these machine arguments plus the board's nodes.
+
+    ``qemu_argv`` is the QEMU command line without ``-kernel``/``-initrd``/
+    ``-append``/``-dtb`` (those do not change the tree QEMU generates).
+    """
+    binary = shutil.which(qemu_argv[0]) or qemu_argv[0]
+    st = Path(binary).stat()
+    key = hashlib.sha256("\0".join([binary, str(st.st_size), str(st.st_mtime), *qemu_argv[1:],
+                                    nodes(board, "ITS")]).encode()).hexdigest()[:20]
+    entry = cache_root() / "dtb" / key
+
+    def make(tmp: Path) -> None:
+        argv = list(qemu_argv)
+        i = argv.index("-M") + 1
+        argv[i] += f",dumpdtb={tmp / 'qemu.dtb'}"
+        _run(argv, "qemu dumpdtb")
+        dts = _run(["dtc", "-q", "-I", "dtb", "-O", "dts", str(tmp / "qemu.dtb")], "dtc (decompile)")
+        m = _ITS_RE.search(dts)
+        if not m:
+            raise EnvironmentProblem("QEMU's virt device tree has no ITS node (its=on?)")
+        atomic_write(tmp / "board.dts", dts + nodes(board, m[1]))
+        _run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", str(tmp / "board.dtb"), str(tmp / "board.dts")],
+             "dtc (compile)")
+
+    ensure_entry(entry, make)
+    return entry / "board.dtb"
