@@ -53,8 +53,47 @@ def probe(header_dirs: list[Path]) -> Features:
     return Features(**found)
 
 
-def strategy(storage: str, features: Features) -> str:
-    """The driver strategy for a device's storage kind on a kernel with ``features``."""
+@dataclass(frozen=True)
+class Strategy:
+    """How a generated driver gets its interrupts on one kernel.
+
+    ``name`` is what DESIGN calls it: ``native`` (the kernel has the API),
+    ``patched`` (an msiforge patch series added it) or ``module-local`` (the
+    module stacks its own domain on an exported parent).  ``api`` is the
+    interface the driver code uses; ``why`` says why it was chosen.
+    """
+
+    name: str
+    api: str  # module-local | pci-ims | platform-msi-group | pci-msi
+    why: str
+
+
+#: storage kind -> (feature, API, the patch series that adds it)
+_APIS = {
+    "ims": ("pci_ims", "pci-ims", "pci-ims"),
+    "platform-msi": ("platform_msi_group", "platform-msi-group", "platform-msi-group"),
+}
+
+
+def strategy(storage: str, features: Features, patch_series: str | None = None,
+             iommu: str = "intel-ir") -> Strategy:
+    """The driver strategy for a device's ``storage`` on a kernel with ``features``.
+
+    ``patch_series`` is the msiforge series the kernel was built with (if
+    any): an API it provides is ``patched``, one the kernel had anyway is
+    ``native``.  PCI/IMS needs an MSI parent that supports IMS, which only
+    the interrupt-remapping domain advertises, so boards without an IOMMU
+    keep the module-local domain.
+    """
     if storage == "pci-msi":
-        return "native"
-    return "module-local"
+        return Strategy("native", "pci-msi", "the device's storage is its PCI MSI capability")
+    feature, api, series = _APIS[storage]
+    if not getattr(features, feature):
+        return Strategy("module-local", "module-local",
+                        f"the kernel's headers declare no {api} API")
+    if api == "pci-ims" and iommu != "intel-ir":
+        return Strategy("module-local", "module-local",
+                        "PCI/IMS needs the interrupt-remapping MSI parent (board iommu: none)")
+    if patch_series == series:
+        return Strategy("patched", api, f"the {series} patch series adds the {api} API")
+    return Strategy("native", api, f"the kernel's headers declare the {api} API")

@@ -225,13 +225,12 @@ def cmd_bisect_run(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import runner
     from .board import load_board
-    from .generator import features as feat
     from .generator import render
 
     board, specs = runner.select(load_board(args.board), args.kernels, None)
     available = runner.check_specs(specs, board.arch)
     kernels = [runner.obtain(s, available, board.arch) for s in specs]
-    targets = [render.KernelTarget(k.release, feat.probe(k.header_dirs)) for k in kernels]
+    targets = [render.target_for(k) for k in kernels]
     trees = render.generate(board, targets, args.out)
     for release, tree in trees.items():
         print(f"{release}: {tree}")

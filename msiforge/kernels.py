@@ -56,6 +56,7 @@ class Kernel:
     header_dirs: list[Path]  # where include/linux/... live, for feature probes
     series: str
     source: str = "debian"
+    patch_series: str | None = None  # source:X.Y+NAME: the msiforge patch series built in
     arch: str = "x86_64"  # the board arch it runs on (modules are built for it)
 
 

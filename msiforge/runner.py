@@ -17,7 +17,6 @@ from . import progress
 from .board import SCENARIOS, TWO_CPU_SCENARIOS, Board
 from .cache import cache_root, ensure_entry
 from .errors import BuildError, InputError
-from .generator import features as feat
 from .generator import render
 from .kmod import build as kbuild
 from .kspec import parse_spec
@@ -219,7 +218,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     with progress.step("probe the accelerator"):
         accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz, cache_root() / "probes")
     progress.info(f"accelerator: {accel.describe()}")
-    targets = [render.KernelTarget(k.release, feat.probe(k.header_dirs)) for k in fetched]
+    targets = [render.target_for(k) for k in fetched]
     with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):
         trees = render.generate(board, targets, run_dir / "gen")
     result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe())

@@ -249,6 +249,7 @@ class Target:
     commit: str | None  # None: the working tree of ``repo`` as it is (tree:PATH)
     slot: str  # build slot name
     series: str  # kernel series, e.g. 6.12 (for the Kernel object)
+    patch_series: str | None = None  # the msiforge patch series on top, if any
     arch: str = "x86_64"  # the board arch it is built for
 
 
@@ -262,7 +263,8 @@ def _source_target(spec: KernelSpec) -> Target:
     if spec.patch_series:
         commit = patches.series_commit(src, spec.patch_series)
         slot += f"+{spec.patch_series}"
-    return Target(spec=spec.text, repo=src.tree, commit=commit, slot=slot, series=src.series)
+    return Target(spec=spec.text, repo=src.tree, commit=commit, slot=slot, series=src.series,
+                  patch_series=spec.patch_series)
 
 
 def _tree_target(spec: KernelSpec) -> Target:
@@ -336,7 +338,7 @@ def series_targets(spec: str | KernelSpec, arch: str = "x86_64") -> list[Target]
     tgt = target(spec, arch)
     commits = _git(tgt.repo, "rev-list", "--reverse", f"{pristine(tgt.series).commit}..{tgt.commit}").split()
     return [Target(spec=f"{tgt.spec} (patch {i}/{len(commits)})", repo=tgt.repo, commit=c, slot=tgt.slot,
-                   series=tgt.series, arch=tgt.arch)
+                   series=tgt.series, patch_series=tgt.patch_series, arch=tgt.arch)
             for i, c in enumerate(commits, 1)]
 
 
@@ -373,4 +375,4 @@ def build_target(tgt: Target) -> Kernel:
             atomic_write(state_file, json.dumps(state, indent=2) + "\n")
     return Kernel(spec=tgt.spec, release=state["release"], vmlinuz=obj / ba.image,
                   build_dir=obj, header_dirs=[src, obj], series=tgt.series, source=tgt.spec.split(":")[0],
-                  arch=tgt.arch)
+                  patch_series=tgt.patch_series, arch=tgt.arch)

@@ -1,4 +1,9 @@
-"""Generated C: builds with W=1 warning-free on 6.1 and 6.12 headers, checkpatch --strict clean."""
+"""Generated C: builds with W=1 warning-free on every target kernel, checkpatch --strict clean.
+
+The targets are the Debian 6.1 and 6.12 kernels (module-local strategy) and
+the two patched source kernels, where IMS devices use PCI/IMS (6.12+pci-ims)
+and platform-MSI devices use group allocation (6.1+platform-msi-group).
+"""
 
 from __future__ import annotations
 
@@ -34,9 +39,20 @@ def _variant_boards() -> list[dict]:
     return boards
 
 
+#: Kernels built with an msiforge patch series: the patched strategies are generated for them.
+PATCHED = ["source:6.12+pci-ims", "source:6.1+platform-msi-group"]
+
+
 @pytest.fixture(scope="module")
-def trees(tmp_path_factory, fetched_kernels):
-    targets = [render.KernelTarget(k.release, features.probe(k.header_dirs)) for k in fetched_kernels.values()]
+def kernels(fetched_kernels):
+    from msiforge import source_kernels
+
+    return [*fetched_kernels.values(), *(source_kernels.build(s) for s in PATCHED)]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory, kernels):
+    targets = [render.target_for(k) for k in kernels]
     out = []
     for i, data in enumerate(_variant_boards()):
         board = validate(data, f"variant{i}.yaml")
@@ -45,15 +61,19 @@ def trees(tmp_path_factory, fetched_kernels):
     return out
 
 
-def test_builds_warning_free_on_both_series(trees, fetched_kernels):
-    by_release = {k.release: k for k in fetched_kernels.values()}
+def test_builds_warning_free_on_every_kernel(trees, kernels):
+    by_release = {k.release: k for k in kernels}
     built = 0
+    apis = set()
     for release, tree in trees:
         result = kbuild.build(tree, by_release[release].build_dir)  # raises on any warning
         manifest = json.loads((tree / "manifest.json").read_text())
         assert sorted(m.name for m in result.modules) == sorted(f"{d['module']}.ko" for d in manifest["devices"])
         built += len(result.modules)
-    assert built >= 2 * (2 + 8 + 8 + 3)
+        apis |= {(d["strategy"], d["api"]) for d in manifest["devices"]}
+    assert built >= 4 * (2 + 8 + 8 + 3)
+    assert apis == {("module-local", "module-local"), ("patched", "pci-ims"), ("patched", "platform-msi-group"),
+                    ("native", "pci-msi")}
 
 
 def test_checkpatch_strict_clean(trees):

@@ -1,0 +1,42 @@
+"""Driver strategy per kernel: chosen from the kernel's headers and the series it was built with."""
+
+from __future__ import annotations
+
+import pytest
+
+from msiforge.generator import features
+from msiforge.generator.features import Features
+
+STOCK_612 = Features(msi_parent=True, pci_ims=False, platform_msi_group=False)
+PCI_IMS_612 = Features(msi_parent=True, pci_ims=True, platform_msi_group=False)
+GROUPS_61 = Features(msi_parent=False, pci_ims=False, platform_msi_group=True)
+
+
+@pytest.mark.parametrize("storage,feats,series,iommu,want", [
+    ("ims", STOCK_612, None, "intel-ir", ("module-local", "module-local")),
+    ("ims", PCI_IMS_612, "pci-ims", "intel-ir", ("patched", "pci-ims")),
+    # The same API in a kernel msiforge did not patch (6.2..6.9, or a user's tree) is native.
+    ("ims", PCI_IMS_612, None, "intel-ir", ("native", "pci-ims")),
+    # Only the remapping domain advertises IMS: without it the module keeps its own domain.
+    ("ims", PCI_IMS_612, "pci-ims", "none", ("module-local", "module-local")),
+    ("platform-msi", PCI_IMS_612, "pci-ims", "intel-ir", ("module-local", "module-local")),
+    ("platform-msi", GROUPS_61, "platform-msi-group", "intel-ir", ("patched", "platform-msi-group")),
+    ("platform-msi", GROUPS_61, "platform-msi-group", "none", ("patched", "platform-msi-group")),
+    ("ims", GROUPS_61, "platform-msi-group", "intel-ir", ("module-local", "module-local")),
+    ("pci-msi", GROUPS_61, None, "intel-ir", ("native", "pci-msi")),
+])
+def test_strategy(storage, feats, series, iommu, want):
+    s = features.strategy(storage, feats, series, iommu)
+    assert (s.name, s.api) == want
+    assert s.why
+
+
+def test_probe_reads_headers(tmp_path):
+    """The probe looks at declarations, not at version numbers."""
+    inc = tmp_path / "include" / "linux"
+    inc.mkdir(parents=True)
+    (inc / "irqdomain.h").write_text("#define IRQ_DOMAIN_FLAG_MSI_PARENT (1 << 8)\n")
+    (inc / "pci.h").write_text("bool pci_create_ims_domain(struct pci_dev *pdev, const void *t,\n"
+                               "                           unsigned int hwsize, void *data);\n")
+    (inc / "msi.h").write_text("/* platform_msi_domain_alloc_irqs_group is not here */\n")
+    assert features.probe([tmp_path]) == Features(msi_parent=True, pci_ims=True, platform_msi_group=False)
