@@ -23,11 +23,11 @@ from .kspec import KernelSpec, parse_spec
 DEFAULT_BOARD = "q35-ims"
 
 #: Scenarios a board may list, in the order they run in the guest.
-SCENARIOS = ("domain-layout", "deliver", "mask", "affinity", "stress", "churn", "rt", "unload")
+SCENARIOS = ("domain-layout", "deliver", "mask", "affinity", "groups", "stress", "churn", "rt", "unload")
 #: Scenarios that move vectors between CPU0 and CPU1.
 TWO_CPU_SCENARIOS = ("affinity", "stress")
 #: What a board runs when it names no scenarios.
-DEFAULT_SCENARIOS = ("deliver", "mask", "affinity", "unload")
+DEFAULT_SCENARIOS = ("deliver", "mask", "affinity", "groups", "unload")
 
 #: Board arches and the QEMU machines each may use (the first is the default).
 ARCH_MACHINES = {"x86_64": ("q35", "pc"), "arm64": ("virt",)}

@@ -15,7 +15,7 @@ def test_default_board_is_built_in_and_valid():
     board = load_board(None)
     assert board.name == "q35-ims"
     assert [d.name for d in board.devices] == ["ims0", "pmsi0"]
-    assert board.scenarios == ("deliver", "mask", "affinity", "unload")
+    assert board.scenarios == ("deliver", "mask", "affinity", "groups", "unload")
     assert [k.text for k in board.kernels] == ["debian:6.12"]
     assert board.devices[1].pci_slot == 0x11
 

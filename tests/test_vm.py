@@ -11,7 +11,7 @@ import pytest
 from helpers import default_board, msiforge, write_board
 
 pytestmark = pytest.mark.vm
-SCENARIOS = ["deliver", "mask", "affinity", "unload"]
+SCENARIOS = ["deliver", "mask", "affinity", "groups", "unload"]
 
 
 def _results(run_dir):
@@ -32,13 +32,15 @@ def test_default_board_on_6_1_and_6_12(tmp_path):
         assert all(s["status"] == "pass" for s in k["scenarios"]), k
         assert all(s["devices"] == {"ims0": "ok", "pmsi0": "ok"} for s in k["scenarios"])
         ktap = (run_dir / k["release"] / "ktap.txt").read_text()
-        assert ktap.startswith("KTAP version 1\n1..5\n")
+        assert ktap.startswith("KTAP version 1\n1..6\n")
         assert "# ims0: 32 slot(s) x 3 fires delivered" in ktap
         assert "# pmsi0: 3 fires while masked (parent mask, 0 held by the device), 1 delivered on unmask" in ktap
         assert "# ims0: 3 fires while masked (source mask, 3 held by the device), 1 delivered on unmask" in ktap
         assert "parent INTEL-IR" in ktap
+        assert "# ims0: groups 4 8 4 at runtime (module-local), group 1 freed and reallocated at slot 4" in ktap
+        assert "# pmsi0: groups 2 4 2 at runtime (module-local), group 1 freed and reallocated at slot 2" in ktap
     suites = ET.parse(run_dir / "junit.xml").getroot()
-    assert [int(s.get("tests")) for s in suites] == [4, 4]
+    assert [int(s.get("tests")) for s in suites] == [5, 5]
     assert [int(s.get("failures")) for s in suites] == [0, 0]
     assert "PASSED" in proc.stdout
 
@@ -67,13 +69,13 @@ def test_variant_board_without_remapping(tmp_path):
 def test_broken_storage_ops_fail_the_right_scenarios(tmp_path, fetched_kernels):
     """A driver whose source mask does nothing fails `mask`; one that stores a wrong data word fails `deliver`."""
     from msiforge.board import load_board
-    from msiforge.generator import features, render
+    from msiforge.generator import render
     from msiforge.runner import boot_kernel
     from msiforge.vmtests import qemu
 
     board = load_board(None)
     kernel = fetched_kernels["debian:6.12"]
-    target = render.KernelTarget(kernel.release, features.probe(kernel.header_dirs))
+    target = render.target_for(kernel)
     tree = render.generate(board, [target], tmp_path / "gen")[kernel.release]
     ims0 = tree / "msiforge_ims0.c"
     text = ims0.read_text()
