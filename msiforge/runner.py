@@ -41,7 +41,17 @@ def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -
 
 
 def check_specs(specs: list[str], arch: str = "x86_64") -> list[kern.DebianKernel]:
-    """Resolve the debian: specs so that bad ones fail before anything is written; return the index."""
+    """Check every spec so that bad ones fail before anything is written; return the Debian index.
+
+    debian: specs are resolved against the package index; source:X.Y+SERIES
+    specs must name a series that supports X.Y.
+    """
+    from .generator import patches
+
+    for s in specs:
+        spec = parse_spec(s)
+        if spec.kind == "source" and spec.patch_series:
+            patches.check_supported(spec.patch_series, spec.series)
     debian = [s for s in specs if parse_spec(s).kind == "debian"]
     if debian and arch != "x86_64":
         # Debian's arm64 headers carry arm64 build tools (fixdep, modpost): modules for those

@@ -352,3 +352,17 @@ def test_generated_drivers_use_the_patched_apis(tmp_path):
                f"reallocated at slot {4 if series == '6.12' else 2}" in ktap
     domains = (run_dir / res["kernels"][0]["release"] / "ktap.txt").read_text()
     assert "domain IR-IMS-ims0-" in domains  # the PCI/IMS secondary domain, on the remapping parent
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("source:6.1+pci-ims", "patch series 'pci-ims' does not support kernel 6.1 (use source:6.12+pci-ims)"),
+    ("source:6.12+nope", "patch series 'nope': unknown (known: "),
+])
+def test_run_with_unsupported_series_is_one_line_error_and_writes_nothing(spec, message, tmp_path):
+    from helpers import msiforge
+
+    proc = msiforge("run", "--kernel", spec, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"msiforge: error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run directory
