@@ -1,0 +1,161 @@
+"""The arm64 board virt-its: cross-built kernels, QEMU virt with a GICv3 ITS, the board's device tree.
+
+One end-to-end boot (`msiforge run virt-its --kernel source:6.12`) is part of
+`make test`; 6.1+platform-msi-group is built and checked for the generated
+drivers (W=1, checkpatch) but not booted here, to keep the suite's time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from msiforge.board import load_board, validate
+from msiforge.errors import BoardError
+
+from helpers import REPO, msiforge, write_board
+
+#: The arm64 kernels of the acceptance: stock 6.12 and 6.1 with the platform-MSI group series.
+ARM64_KERNELS = ["source:6.12", "source:6.1+platform-msi-group"]
+
+
+def _board(**over) -> dict:
+    import yaml
+
+    data = yaml.safe_load((REPO / "boards" / "virt-its.yaml").read_text())
+    data.update(over)
+    return data
+
+
+def test_virt_its_is_a_shipped_arm64_board():
+    board = load_board("virt-its")
+    assert (board.arch, board.machine, board.accel, board.iommu) == ("arm64", "virt", "tcg", "none")
+    assert [d.storage for d in board.devices] == ["ims", "platform-msi"]
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"accel": "kvm"}, "accel: an arm64 guest cannot run under KVM on this x86_64 host (use tcg or auto)"),
+    ({"machine": "q35"}, "machine: 'q35' is not one of virt"),
+    ({"iommu": "intel-ir"}, "iommu: intel-ir needs machine: q35"),
+    ({"arch": "riscv64"}, "arch: 'riscv64' is not one of x86_64, arm64"),
+])
+def test_bad_arm64_boards_fail_in_one_line(over, message):
+    with pytest.raises(BoardError) as exc:
+        validate(_board(**over), "b.yaml")
+    assert str(exc.value) == f"b.yaml: {message}"
+
+
+def test_auto_accel_means_tcg_for_arm64():
+    assert validate(_board(accel="auto"), "b.yaml").accel == "tcg"
+
+
+def test_debian_kernels_are_refused_for_arm64_boards(tmp_path):
+    proc = msiforge("run", str(REPO / "boards" / "virt-its.yaml"), "--kernel", "debian:6.12",
+                    "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert err == ["msiforge: error: kernel debian:6.12: Debian prebuilt kernels are used on x86_64 boards "
+                   "only; an arm64 board takes source: or tree: kernels (cross-built)"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_device_tree_gives_platform_devices_the_edu_dma_device_id():
+    """QEMU's own virt DTB plus one node per platform-msi device, msi-parent = <&its 0>."""
+    from msiforge.vmtests import dtb, qemu
+
+    board = load_board("virt-its")
+    argv = qemu._arm64_command(board, qemu.Accel("tcg", "test"), REPO / "Image", REPO / "initrd", "x", False)
+    path = argv[argv.index("-dtb") + 1]
+    dts = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", path], capture_output=True, text=True,
+                         check=True).stdout
+    its = re.search(r"its@8080000 \{\s*phandle = <(0x[0-9a-f]+)>;", dts)
+    assert its, "no ITS in QEMU's device tree"
+    node = re.search(r"msiforge-pmsi0 \{(.*?)\};", dts, re.S)
+    assert node, dts[-2000:]
+    assert f"msi-parent = <{its[1]} 0x00>;" in node[1]
+    assert 'compatible = "msiforge,pmsi0";' in node[1]
+    assert "msiforge-ims0" not in dts  # IMS storage is on the PCI device: no platform device
+    assert dtb.EDU_DMA_DEVICE_ID == 0
+
+
+@pytest.mark.build
+def test_arm64_build_slots_leave_x86_slots_alone():
+    """The arch is part of the slot and of the key; x86_64 slots and keys are as before arches."""
+    import hashlib
+
+    from msiforge import source_kernels as sk
+
+    x86, arm = sk.target("source:6.12"), sk.target("source:6.12", "arm64")
+    assert (x86.arch, arm.arch, x86.slot, arm.slot) == ("x86_64", "arm64", arm.slot, x86.slot)
+    want = hashlib.sha256(x86.commit.encode() + sk.BASE_CONFIG.encode() + b"\0"
+                          + (REPO / "kconfigs" / "x86_64-q35.config").read_bytes()).hexdigest()
+    assert sk._key(x86, x86.repo) == want
+    assert sk._key(arm, arm.repo) != want
+    assert sk.build_arch("x86_64").slot_tag == "" and sk.build_arch("arm64").slot_tag == "-arm64"
+
+
+@pytest.fixture(scope="module")
+def arm64_kernels():
+    from msiforge import source_kernels
+
+    return [source_kernels.build(s, "arm64") for s in ARM64_KERNELS]
+
+
+@pytest.mark.build
+def test_arm64_kernels_are_cross_built_with_the_fragment(arm64_kernels):
+    from msiforge import source_kernels
+
+    for k in arm64_kernels:
+        assert k.arch == "arm64" and k.vmlinuz.name == "Image"
+        head = k.vmlinuz.read_bytes()[:64]
+        assert head[56:60] == b"ARM\x64", k.vmlinuz  # the arm64 Image header magic
+        assert source_kernels.missing_options(source_kernels.config_fragment("arm64"),
+                                              (k.build_dir / ".config").read_text()) == []
+
+
+@pytest.mark.build
+def test_generated_drivers_build_for_arm64_and_pass_checkpatch(arm64_kernels, tmp_path):
+    """The same template as x86_64: W=1 warning-free and checkpatch --strict clean for arm64 kernels."""
+    from msiforge.generator import checkpatch, render
+    from msiforge.kmod import build as kbuild
+
+    board = load_board("virt-its")
+    targets = [render.target_for(k) for k in arm64_kernels]
+    trees = render.generate(board, targets, tmp_path / "gen")
+    apis = set()
+    for k in arm64_kernels:
+        tree = trees[k.release]
+        result = kbuild.build(tree, k.build_dir, arch="arm64")  # raises on any warning
+        assert sorted(m.name for m in result.modules) == ["msiforge_ims0.ko", "msiforge_pmsi0.ko"]
+        for c in sorted(tree.glob("msiforge_*.c")):
+            if c.name.endswith(".mod.c"):
+                continue
+            report = checkpatch.check_file(c)
+            assert (report.errors, report.warnings, report.checks) == (0, 0, 0), report.output
+        apis |= {(d["name"], d["api"]) for d in json.loads((tree / "manifest.json").read_text())["devices"]}
+    assert ("pmsi0", "platform-msi-group") in apis and ("ims0", "module-local") in apis
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_virt_its_board_end_to_end_on_6_12(tmp_path):
+    """Every scenario of the arm64 board passes with exact counts; the slots' parent is the ITS."""
+    run_dir = tmp_path / "run"
+    proc = msiforge("run", "virt-its", "--kernel", "source:6.12", "--out", str(run_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads((run_dir / "results.json").read_text())
+    (k,) = res["kernels"]
+    assert k["verdict"] == "pass"
+    board = load_board("virt-its")
+    assert [s["name"] for s in k["scenarios"]] == list(board.scenarios)
+    assert all(s["status"] == "pass" and s["devices"] == {"ims0": "ok", "pmsi0": "ok"} for s in k["scenarios"])
+    ktap = (run_dir / k["release"] / "ktap.txt").read_text()
+    assert "# ims0: 32 slot(s) x 3 fires delivered" in ktap
+    assert re.search(r"# ims0: strategy module-local, domain IMS-ims0, parent \S*its@8080000", ktap), ktap
+    assert "# ims0: 3 fires while masked (source mask, 3 held by the device), 1 delivered on unmask" in ktap
+    assert "(ITS: the LPI moved, the message stays)" in ktap
+    cmdline = (run_dir / k["release"] / "cmdline").read_text()
+    assert "qemu-system-aarch64" in cmdline and "its=on" in cmdline and "-dtb" in cmdline
