@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from . import progress
@@ -46,7 +47,8 @@ from .kspec import KernelSpec, parse_spec
 #: Debian source package per kernel series.
 SOURCE_PACKAGES = {"6.12": "linux-source-6.12", "6.1": "linux-source-6.1"}
 #: The configuration fragment (the board's: q35, PCI/MSI, Intel IR, serial, initramfs, modules).
-CONFIG_FRAGMENT = Path(__file__).resolve().parent.parent / "kconfigs" / "x86_64-q35.config"
+#: Shipped as package data (msiforge.kconfigs), so an installed msiforge finds it too.
+CONFIG_FRAGMENT = Path(str(resources.files("msiforge.kconfigs"))) / "x86_64-q35.config"
 
 
 @dataclass(frozen=True)

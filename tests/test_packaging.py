@@ -1,0 +1,24 @@
+"""The distribution: one import name (msiforge), with its templates, boards and kernel config fragments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+from helpers import REPO
+
+
+def test_wheel_holds_everything_under_msiforge(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                           "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    wheel, = tmp_path.glob("msiforge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"msiforge"}  # no bare top-level "generator", "vmtests", ...
+    for needed in ["msiforge/kconfigs/x86_64-q35.config", "msiforge/boards/q35-ims.yaml",
+                   "msiforge/templates/module/storage_driver.c.j2", "msiforge/templates/guest/run.sh.j2",
+                   "msiforge/templates/patches/pci-ims/series.yaml", "msiforge/kmod/fault/msiforge_fault.c",
+                   "msiforge/generator/render.py", "msiforge/vmtests/qemu.py"]:
+        assert needed in names, needed
