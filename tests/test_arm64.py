@@ -154,8 +154,41 @@ def test_virt_its_board_end_to_end_on_6_12(tmp_path):
     assert all(s["status"] == "pass" and s["devices"] == {"ims0": "ok", "pmsi0": "ok"} for s in k["scenarios"])
     ktap = (run_dir / k["release"] / "ktap.txt").read_text()
     assert "# ims0: 32 slot(s) x 3 fires delivered" in ktap
-    assert re.search(r"# ims0: strategy module-local, domain IMS-ims0, parent \S*its@8080000", ktap), ktap
+    assert re.search(r"# ims0: strategy module-local \(api module-local\), domain IMS-ims0, "
+                     r"parent \S*its@8080000", ktap), ktap
     assert "# ims0: 3 fires while masked (source mask, 3 held by the device), 1 delivered on unmask" in ktap
     assert "(ITS: the LPI moved, the message stays)" in ktap
     cmdline = (run_dir / k["release"] / "cmdline").read_text()
     assert "qemu-system-aarch64" in cmdline and "its=on" in cmdline and "-dtb" in cmdline
+
+
+@pytest.mark.vm
+@pytest.mark.build
+def test_edu_dma_reaches_the_its_as_device_id_0(tmp_path):
+    """The DeviceID claim, checked: the same driver with any other DeviceID gets no interrupt at all.
+
+    (DeviceID 0 passes in the end-to-end test.)  0x1234 is a DeviceID no
+    other device uses: the ITS maps the slots' events for it, but the edu's
+    DMA arrives as DeviceID 0, whose events are unmapped, so nothing is
+    delivered.
+    """
+    from msiforge import source_kernels
+    from msiforge.generator import render
+    from msiforge.runner import boot_kernel
+    from msiforge.vmtests import qemu
+
+    board = validate(_board(name="its-devid", fires=1, boot_timeout=60, scenario_timeout=60,
+                            scenarios=["deliver"],
+                            devices=[{"name": "ims0", "storage": "ims", "slots": 2, "mask": "source"}]), "b.yaml")
+    kernel = source_kernels.build("source:6.12", "arm64")
+    tree = render.generate(board, [render.target_for(kernel)], tmp_path / "gen")[kernel.release]
+    c = tree / "msiforge_ims0.c"
+    text = c.read_text()
+    assert "#define IMS0_ITS_DEVICE_ID\t0\n" in text
+    c.write_text(text.replace("#define IMS0_ITS_DEVICE_ID\t0\n", "#define IMS0_ITS_DEVICE_ID\t0x1234\n"))
+    kdir = tmp_path / "k"
+    kdir.mkdir()
+    result = boot_kernel(board, kernel, tree, kdir, qemu.Accel("tcg", "test"))
+    (deliver,) = result.scenarios
+    assert deliver.status == "fail" and deliver.devices == {"ims0": "not ok"}, deliver
+    assert any("timed out" in d for d in deliver.diagnostics), deliver.diagnostics
