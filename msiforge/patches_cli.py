@@ -33,10 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def register_kernels(ksub: argparse._SubParsersAction) -> None:
     """Add ``config`` and ``build`` under ``msiforge kernels``."""
+    from .source_kernels import BUILD_ARCHES
+
     kc = ksub.add_parser("config", help="show the configuration fragment a source: / tree: kernel is built with")
     kc.add_argument("spec", metavar="SPEC")
     kb = ksub.add_parser("build", help="build a source: / tree: kernel into the cache (O= dir, ccache)")
     kb.add_argument("spec", metavar="SPEC")
+    for k in (kc, kb):
+        k.add_argument("--arch", choices=list(BUILD_ARCHES), default="x86_64",
+                       help="the board arch to build for (arm64: cross-built; default x86_64)")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -49,11 +54,11 @@ def handle(args: argparse.Namespace) -> int:
         spec = parse_spec(args.spec)
         if spec.kind == "debian":
             raise InputError(f"kernel spec {spec.text!r}: Debian kernels come with their own configuration")
-        print(f"# {source_kernels.CONFIG_FRAGMENT} (merged onto {source_kernels.BASE_CONFIG})")
-        print(source_kernels.config_fragment(), end="")
+        print(f"# {source_kernels.build_arch(args.arch).fragment} (merged onto {source_kernels.BASE_CONFIG})")
+        print(source_kernels.config_fragment(args.arch), end="")
         return 0
     if args.kcommand == "build":
-        k = source_kernels.build(args.spec)
+        k = source_kernels.build(args.spec, args.arch)
         progress.info(f"{k.spec}: {k.release}\n  vmlinuz   {k.vmlinuz}\n  build dir {k.build_dir}")
         return 0
     raise InputError(f"unknown command {args.command} {args.kcommand}")
