@@ -79,8 +79,8 @@ def test_broken_storage_ops_fail_the_right_scenarios(tmp_path, fetched_kernels):
     tree = render.generate(board, [target], tmp_path / "gen")[kernel.release]
     ims0 = tree / "msiforge_ims0.c"
     text = ims0.read_text()
-    assert "\tims0_update(d, NULL, 1);\n" in text
-    ims0.write_text(text.replace("\tims0_update(d, NULL, 1);\n", "\t/* sabotaged: no mask */\n", 1))
+    assert "\tims0_update(ims0_of(d), d->hwirq, NULL, 1);\n" in text
+    ims0.write_text(text.replace("\tims0_update(ims0_of(d), d->hwirq, NULL, 1);\n", "\t/* sabotaged: no mask */\n", 1))
     pmsi0 = tree / "msiforge_pmsi0.c"
     text = pmsi0.read_text()
     assert "\t\tsh->data = msg->data;\n" in text
@@ -177,7 +177,7 @@ def test_vng_backend_runs_the_same_script(tmp_path):
     proc = msiforge("run", str(board), "--backend", "vng", "--out", str(run_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     k = _results(run_dir)["kernels"][0]
-    assert [s["status"] for s in k["scenarios"]] == ["pass"] * 4
+    assert [s["status"] for s in k["scenarios"]] == ["pass"] * 5  # the default scenarios, groups included
     assert "vng" in (run_dir / k["release"] / "cmdline").read_text()
     assert "# ims0: 4 slot(s) x 2 fires delivered" in (run_dir / k["release"] / "ktap.txt").read_text()
 
