@@ -156,6 +156,7 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     elif accel.name == "tcg":
         result.timing = "real-time clocks (the board's tcg_clock)"
     env = None
+    clock = ", icount" if icount else ""
     if backend == "vng":
         argv, env = vng.command(board, accel, kernel.vmlinuz, tree, icount)
     else:
@@ -163,10 +164,14 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
             modules = modules + [build_fault_module(kernel, kdir / "fault")]
         initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh",
                                  initramfs.busybox_for(board.arch))
-        argv = qemu.command(board, accel, kernel.vmlinuz, initrd, qemu.kernel_cmdline(fault, board.arch), icount)
+        image = kernel.vmlinuz
+        if board.arch == "x86_64":
+            image, how = qemu.boot_image(kernel.vmlinuz, accel, icount, cache_root())
+            if image != kernel.vmlinuz:
+                clock += f", {how}"
+        argv = qemu.command(board, accel, image, initrd, qemu.kernel_cmdline(fault, board.arch), icount)
     (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
     log = kdir / "console.log"
-    clock = ", icount" if icount else ""
     title = f"boot {kernel.release} ({backend}, {accel.name.upper()}{clock}) and run {', '.join(board.scenarios)}"
     with progress.step(title):
         boot = vmconsole.run(argv, log, board.boot_timeout, board.scenario_timeout, env=env)
