@@ -3,7 +3,8 @@
 Every figure is the median of several runs; every comparison is measured side
 by side in the same run (interleaved), on the same kernel and machine flags.
 
-  floor      msiforge run --scenario deliver  vs  bare qemu -kernel -initrd (busybox init that powers off)
+  floor      msiforge run --scenario deliver  vs  bare qemu -kernel -initrd (busybox init that powers off;
+             same image, machine flags and kernel command line); where the bare boot's time goes
   vng        msiforge run --scenario deliver  vs  the same through virtme-ng (--backend vng)
   matrix     4 kernels x default scenarios: --jobs 1 vs --jobs 2
   firing     interrupts per second through the device-side store: real-time clocks vs -icount
@@ -61,19 +62,88 @@ def msiforge_run(tmp: Path, *args: str) -> tuple[float, dict]:
     return secs, json.loads((out / "results.json").read_text())
 
 
-def floor_seconds(kernel_spec: str, icount: bool) -> float:
-    """Boot the same kernel with the same machine flags to a busybox init that only powers off."""
+FLOOR_INIT = "#!/bin/busybox sh\n/bin/busybox poweroff -f\n"
+#: The kernel command line msiforge used before the boot was tuned (bench's "old defaults").
+PLAIN_CMDLINE = "console=ttyS0 loglevel=5 panic=-1"
+
+
+def floor_argv(kernel_spec: str, icount: bool, tmp: Path, init: str = FLOOR_INIT) -> list[str]:
+    """A bare boot of the same kernel, same image and boot path, same machine flags and kernel
+    command line as msiforge's own boots, to a busybox init that only powers off."""
     from msiforge import kernels
     from msiforge.board import load_board
+    from msiforge.cache import cache_root
     from msiforge.vmtests import initramfs, qemu
 
     board = load_board(None)
     k = kernels.fetch(kernel_spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        initrd = initramfs.build_minimal(Path(tmp) / "floor.cpio", "#!/bin/busybox sh\n/bin/busybox poweroff -f\n")
-        accel = qemu.Accel("tcg", "bench")
-        argv = qemu.command(board, accel, k.vmlinuz, initrd, "console=ttyS0 loglevel=5 panic=-1", icount)
-        return timed(argv, timeout=300)
+    accel = qemu.Accel("tcg", "bench")
+    image, _ = qemu.boot_image(k.vmlinuz, accel, icount, cache_root())
+    initrd = initramfs.build_minimal(Path(tempfile.mkdtemp(dir=tmp)) / "floor.cpio", init)
+    return qemu.command(board, accel, image, initrd, qemu.kernel_cmdline(), icount)
+
+
+def floor_seconds(kernel_spec: str, icount: bool, tmp: Path) -> float:
+    return timed(floor_argv(kernel_spec, icount, tmp), timeout=300)
+
+
+def console_times(argv: list[str], marks: list[bytes]) -> tuple[float, list[float | None]]:
+    """Run a boot; return its seconds and when each console mark was first seen."""
+    start = time.monotonic()
+    seen: list[float | None] = [None] * len(marks)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    for line in iter(proc.stdout.readline, b""):
+        for i, mark in enumerate(marks):
+            if seen[i] is None and mark in line:
+                seen[i] = time.monotonic() - start
+    proc.wait(timeout=300)
+    return time.monotonic() - start, seen
+
+
+def bench_boot_breakdown(tmp: Path, repeat: int, kernel_spec: str, icount: bool) -> dict:
+    """Where the floor boot's time goes, for the old defaults and each change (interleaved runs).
+
+    firmware: QEMU start to the kernel's first line (earlyprintk: firmware, loading the image and,
+    for a bzImage, its decompressor); kernel: from there to init; the rest is init powering off
+    and QEMU exiting.  earlyprintk only adds a console, the same for every configuration.
+    """
+    from msiforge import kernels
+    from msiforge.vmtests import qemu
+
+    k = kernels.fetch(kernel_spec)
+    init = "#!/bin/busybox sh\n/bin/busybox echo msiforge-floor: init\n/bin/busybox poweroff -f\n"
+    tuned = floor_argv(kernel_spec, icount, tmp, init)
+    image = tuned[tuned.index("-kernel") + 1]
+
+    def variant(bzimage: bool, qboot: bool, cmdline: str) -> list[str]:
+        argv = list(tuned)
+        if not qboot and "-bios" in argv:
+            del argv[argv.index("-bios"):argv.index("-bios") + 2]
+        if bzimage:
+            argv[argv.index("-kernel") + 1] = str(k.vmlinuz)
+        # First, so that the banner is printed before loglevel= takes effect.
+        argv[argv.index("-append") + 1] = "earlyprintk=ttyS0 " + cmdline
+        return argv
+
+    pvh = image != str(k.vmlinuz)
+    configs = {
+        "bzImage, SeaBIOS (old defaults)": variant(True, False, PLAIN_CMDLINE),
+        f"{'PVH vmlinux' if pvh else 'bzImage'}, SeaBIOS": variant(False, False, PLAIN_CMDLINE),
+        f"{'PVH vmlinux' if pvh else 'bzImage'}, qboot": variant(False, True, PLAIN_CMDLINE),
+        "+ initcall_blacklist (new defaults)": variant(False, True, qemu.kernel_cmdline()),
+    }
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in configs}
+    for _ in range(repeat):
+        for name, argv in configs.items():
+            total, (first, init_at) = console_times(argv, [b"Linux version", b"msiforge-floor: init"])
+            if first is None or init_at is None:
+                raise SystemExit(f"bench: boot breakdown {name!r}: the guest did not reach init")
+            runs[name].append((first, init_at - first, total))
+    out = {}
+    for name, rs in runs.items():
+        first, kern, total = (statistics.median(r[i] for r in rs) for i in range(3))
+        out[name] = {"firmware_s": first, "kernel_s": kern, "total_s": total, "runs": rs}
+    return out
 
 
 def bench_floor_and_vng(tmp: Path, repeat: int) -> dict:
@@ -83,17 +153,26 @@ def bench_floor_and_vng(tmp: Path, repeat: int) -> dict:
 
     k = kernels.fetch(KERNEL)
     icount, _ = qemu.probe_icount(k.vmlinuz, cache_root() / "probes")
-    ours, floor, vng = [], [], []
+    floor_argv(KERNEL, icount, tmp)  # warm: the PVH vmlinux and its probe are cached before timing
+    ours, floor, vng, guest, boot = [], [], [], [], []
     for _ in range(repeat):
-        ours.append(msiforge_run(tmp, "--kernel", KERNEL, "--scenario", "deliver")[0])
-        floor.append(floor_seconds(KERNEL, icount))
+        secs, res = msiforge_run(tmp, "--kernel", KERNEL, "--scenario", "deliver")
+        ours.append(secs)
+        guest.append(res["kernels"][0]["seconds"])
+        boot.append(res["kernels"][0]["boot_seconds"])
+        floor.append(floor_seconds(KERNEL, icount, tmp))
         vng.append(msiforge_run(tmp, "--kernel", KERNEL, "--scenario", "deliver", "--backend", "vng")[0])
     m_ours, m_floor, m_vng = (statistics.median(x) for x in (ours, floor, vng))
+    argv = floor_argv(KERNEL, icount, tmp)
     return {
         "floor": {"msiforge_s": m_ours, "floor_s": m_floor, "ratio": m_ours / m_floor, "target": "<= 1.25",
-                  "runs": {"msiforge": ours, "floor": floor}},
+                  "qemu": " ".join(Path(a).name if a.startswith("/") else a for a in argv[1:]),
+                  # Of msiforge's run: QEMU start to the guest script's start, QEMU's whole life.
+                  "msiforge_boot_s": statistics.median(boot), "msiforge_qemu_s": statistics.median(guest),
+                  "runs": {"msiforge": ours, "floor": floor, "msiforge_boot": boot, "msiforge_qemu": guest}},
         "vng": {"msiforge_s": m_ours, "vng_s": m_vng, "speedup": m_vng / m_ours, "target": ">= 3",
                 "runs": {"vng": vng}},
+        "boot_breakdown": bench_boot_breakdown(tmp, repeat, KERNEL, icount),
     }
 
 
@@ -205,6 +284,13 @@ def table(r: dict) -> str:
         f = r["floor"]
         rows.append(("floor ratio: run --scenario deliver / bare boot",
                      f"{f['ratio']:.2f} ({f['msiforge_s']:.1f} s / {f['floor_s']:.1f} s)", f["target"]))
+    if "floor" in r and "msiforge_qemu_s" in r["floor"]:
+        f = r["floor"]
+        rows.append(("  of the run: QEMU start to guest script / QEMU in all",
+                     f"{f['msiforge_boot_s']:.1f} s / {f['msiforge_qemu_s']:.1f} s", ""))
+    for name, b in (r.get("boot_breakdown") or {}).items():
+        rows.append((f"floor boot, {name}: firmware+image / kernel to init / all",
+                     f"{b['firmware_s']:.2f} s / {b['kernel_s']:.2f} s / {b['total_s']:.2f} s", ""))
     if "vng" in r:
         v = r["vng"]
         rows.append(("vs virtme-ng (same check)", f"{v['speedup']:.2f}x ({v['vng_s']:.1f} s / {v['msiforge_s']:.1f} s)",
