@@ -50,10 +50,23 @@ def c_comment(text: str) -> str:
     return re.sub(r"\*/", "* /", text).replace("/*", "/ *").strip()
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates, kept in the cache (keyed by each template's source checksum)."""
+    from ..cache import cache_root
+
+    try:
+        path = cache_root() / "jinja"
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache only costs the compile time
+    return jinja2.FileSystemBytecodeCache(str(path))
+
+
 def environment() -> jinja2.Environment:
     root = Path(str(resources.files("msiforge.templates")))
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
