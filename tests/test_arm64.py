@@ -208,3 +208,20 @@ def test_edu_dma_reaches_the_its_as_device_id_0(tmp_path):
     (deliver,) = result.scenarios
     assert deliver.status == "fail" and deliver.devices == {"ims0": "not ok", "m": "ok"}, deliver
     assert any("timed out" in d for d in deliver.diagnostics), deliver.diagnostics
+
+
+@pytest.mark.vm
+@pytest.mark.build
+@pytest.mark.parametrize("fault,verdict,words", [("warn", "warn", "WARNING:"), ("vm-crash", "vm-crashed", "QEMU exited")])
+def test_arm64_guest_faults_are_verdicts(tmp_path, fault, verdict, words):
+    """A WARN in an arm64 guest is seen (the fragment keeps CONFIG_BUG, which tinyconfig drops), and
+    an edu DMA out of range (through /dev/mem) crashes QEMU: each is its own verdict."""
+    path = write_board(tmp_path, _board(name="small-arm64", fires=1, boot_timeout=30, scenario_timeout=30,
+                                        scenarios=["deliver", "unload"],
+                                        devices=[{"name": "ims0", "storage": "ims", "slots": 2}]))
+    proc = msiforge("run", str(path), "--guest-fault", fault, "--out", str(tmp_path / "run"), timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (k,) = json.loads((tmp_path / "run" / "results.json").read_text())["kernels"]
+    assert k["verdict"] == verdict, k
+    log = (tmp_path / "run" / k["release"] / "console.log").read_text(errors="replace")
+    assert words in k["detail"] or words in log
