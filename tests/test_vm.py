@@ -113,12 +113,12 @@ FAULT_CASES = {
 }
 
 
-@pytest.mark.parametrize("fault", sorted(FAULT_CASES))
-def test_guest_fault_is_its_own_verdict(tmp_path, fault):
+def _check_fault_verdict(tmp_path, fault, *kernel_args):
     verdict, words = FAULT_CASES[fault]
     path = write_board(tmp_path, SMALL)
     start = time.monotonic()
-    proc = msiforge("run", str(path), "--guest-fault", fault, "--out", str(tmp_path / "run"), timeout=180)
+    proc = msiforge("run", str(path), *kernel_args, "--guest-fault", fault, "--out", str(tmp_path / "run"),
+                    timeout=180)
     elapsed = time.monotonic() - start
     assert proc.returncode == 1, proc.stdout + proc.stderr
     k = _results(tmp_path / "run")["kernels"][0]
@@ -136,6 +136,18 @@ def test_guest_fault_is_its_own_verdict(tmp_path, fault):
         assert {s["status"] for s in k["scenarios"]} == {"load-failed"}
     else:
         assert {s["status"] for s in k["scenarios"]} == {verdict}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULT_CASES))
+def test_guest_fault_is_its_own_verdict(tmp_path, fault):
+    _check_fault_verdict(tmp_path, fault)
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("fault", ["warn", "oops", "vm-crash"])
+def test_guest_fault_on_a_source_kernel(tmp_path, fault):
+    """Self-built kernels report WARN and oops too (CONFIG_BUG, which tinyconfig drops) and have /dev/mem."""
+    _check_fault_verdict(tmp_path, fault, "--kernel", "source:6.12")
 
 
 def test_ctrl_c_leaves_no_qemu_behind(tmp_path):
