@@ -162,7 +162,8 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     else:
         if fault in ("panic", "oops", "warn"):
             modules = modules + [build_fault_module(kernel, kdir / "fault")]
-        initrd = initramfs.build(kdir / "initramfs.cpio", modules, tree / "run.sh",
+        guest_modules = kbuild.strip_for_guest(modules, kdir / "modules", board.arch)
+        initrd = initramfs.build(kdir / "initramfs.cpio", guest_modules, tree / "run.sh",
                                  initramfs.busybox_for(board.arch))
         image = kernel.vmlinuz
         if board.arch == "x86_64":
