@@ -23,8 +23,8 @@ export PATH=/bin
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
-mkdir -p /tmp
-for arg in $(cat /proc/cmdline); do
+read -r cmdline < /proc/cmdline
+for arg in $cmdline; do
 	case "$arg" in
 	msiforge.fault=*) fault=${arg#msiforge.fault=} ;;
 	esac
