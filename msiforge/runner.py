@@ -48,11 +48,11 @@ def check_specs(specs: list[str], arch: str = "x86_64") -> list[kern.DebianKerne
     """
     from .generator import patches
 
-    for s in specs:
-        spec = parse_spec(s)
+    parsed = {s: parse_spec(s) for s in specs}
+    for spec in parsed.values():
         if spec.kind == "source" and spec.patch_series:
             patches.check_supported(spec.patch_series, spec.series)
-    debian = [s for s in specs if parse_spec(s).kind == "debian"]
+    debian = [s for s, spec in parsed.items() if spec.kind == "debian"]
     if debian and arch != "x86_64":
         # Debian's arm64 headers carry arm64 build tools (fixdep, modpost): modules for those
         # kernels cannot be built on this x86_64 host from the packages alone.
