@@ -87,7 +87,7 @@ def strip_for_guest(modules: list[Path], out_dir: Path, arch: str = "x86_64") ->
     """
     from ..source_kernels import build_arch
 
-    prefix = next((v.split("=", 1)[1] for v in build_arch(arch).make_vars if v.startswith("CROSS_COMPILE=")), "")
+    prefix = build_arch(arch).cross_compile
     out_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for ko in modules:

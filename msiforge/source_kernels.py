@@ -58,16 +58,28 @@ class BuildArch:
     name: str  # the board's arch
     fragment: Path
     image: str  # the bootable image, relative to O=
-    make_vars: tuple[str, ...]  # ARCH=, CROSS_COMPILE= (none for the host's own arch)
-    cc: str  # the compiler, as CC= of the kernel build
+    cross_compile: str  # the toolchain prefix, "" for the host's own arch
+    kernel_arch: str  # the kernel's ARCH= for a cross build
     slot_tag: str  # in the build slot name ("" for x86_64: its slots predate arches)
+
+    @property
+    def make_vars(self) -> tuple[str, ...]:
+        """ARCH= and CROSS_COMPILE= for make (none for the host's own arch)."""
+        if not self.cross_compile:
+            return ()
+        return (f"ARCH={self.kernel_arch}", f"CROSS_COMPILE={self.cross_compile}")
+
+    @property
+    def cc(self) -> str:
+        """The compiler, as CC= of the kernel build."""
+        return f"{self.cross_compile}gcc"
 
 
 #: Board arch -> how to build for it.
 BUILD_ARCHES = {
-    "x86_64": BuildArch("x86_64", CONFIG_FRAGMENT, "arch/x86/boot/bzImage", (), "gcc", ""),
+    "x86_64": BuildArch("x86_64", CONFIG_FRAGMENT, "arch/x86/boot/bzImage", "", "x86", ""),
     "arm64": BuildArch("arm64", CONFIG_FRAGMENT.with_name("arm64-virt.config"), "arch/arm64/boot/Image",
-                       ("ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"), "aarch64-linux-gnu-gcc", "-arm64"),
+                       "aarch64-linux-gnu-", "arm64", "-arm64"),
 }
 
 
