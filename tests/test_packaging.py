@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,8 +11,12 @@ from helpers import REPO
 
 
 def test_wheel_holds_everything_under_msiforge(tmp_path):
+    # Built from a copy: setuptools writes build/ and *.egg-info into the source tree.
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "runs", "*.egg-info",
+                                                            "__pycache__", ".pytest_cache", ".hypothesis"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                           "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, check=False)
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     wheel, = tmp_path.glob("msiforge-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
