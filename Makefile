@@ -4,25 +4,18 @@
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
-DEBS   := qemu-system-x86 busybox-static cpio kmod gcc-12 make flex bison bc \
-          libelf-dev libssl-dev dwarves dpkg-dev xz-utils perl python3-venv \
-          gcc-aarch64-linux-gnu qemu-system-arm device-tree-compiler
-# Commands that prove the packages above are present.
-NEEDED := qemu-system-x86_64 busybox cpio depmod x86_64-linux-gnu-gcc-12 make flex bison bc \
-          dpkg-deb apt-get xz perl pahole aarch64-linux-gnu-gcc qemu-system-aarch64 dtc
-# arm64 boards: the guest's static busybox is Debian's busybox-static:arm64,
-# downloaded into msiforge's cache (never installed).
-FOREIGN := arm64 busybox-static
+# Host programs and their Debian packages: one registry, msiforge/hostprogs.py
+# (run with the system python3: it needs nothing outside the standard library).
+HOSTPROGS := $(PYTHON) -P msiforge/hostprogs.py
 
-.PHONY: all setup deps run test test-fast bench clean
+.PHONY: all setup deps run test test-all test-fast check-fresh bench clean
 
 all: setup
 
 setup: deps $(STAMP)
 
 deps:
-	@./.ci/ensure-debs $(DEBS) -- $(NEEDED)
-	@./.ci/ensure-arch $(FOREIGN)
+	@$(HOSTPROGS) ensure
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +25,17 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/msiforge run
 
+# make test: the suite CI runs (one real boot per capability); make test-all adds
+# the slow variants (marked slow).
 test: setup
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not slow" --durations=15
+
+test-all: setup
+	$(VENV)/bin/pytest -q --durations=25
+
+# The whole `make test` of a clean clone in a throw-away Debian 12 root with an empty cache.
+check-fresh: deps
+	./.ci/check-fresh
 
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not vm and not build"

@@ -5,7 +5,6 @@ Only checkpatch.pl and its data files are extracted, once, into the cache.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,7 +12,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hostprogs
 from ..cache import cache_root, ensure_entry
+from ..debs import candidate, download
 from ..errors import EnvironmentProblem
 
 SOURCE_PACKAGE = "linux-source-6.12"
@@ -33,14 +34,9 @@ class Report:
 
 
 def _extract(tmp: Path) -> None:
-    cmd = ["apt-get", "download", "-q", SOURCE_PACKAGE]
-    if os.geteuid() == 0:
-        cmd[2:2] = ["-o", "APT::Sandbox::User=root"]
-    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
-    debs = list(tmp.glob(f"{SOURCE_PACKAGE}_*.deb"))
-    if proc.returncode != 0 or not debs:
-        raise EnvironmentProblem(f"apt-get download {SOURCE_PACKAGE} failed: {proc.stderr.strip()[-200:]}")
-    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], capture_output=True, check=True).stdout
+    debs = download([candidate(SOURCE_PACKAGE)], tmp)
+    fsys = subprocess.run([hostprogs.require("dpkg-deb"), "--fsys-tarfile", str(debs[0])],
+                          capture_output=True, check=True).stdout
     outer = tmp / "fsys.tar"
     outer.write_bytes(fsys)
     with tarfile.open(outer) as tf:

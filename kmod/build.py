@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hostprogs
 from ..errors import BuildError
 
 _DIAG = re.compile(r"^(?P<file>[^:\s]+\.[ch]):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<kind>warning|error|note): (?P<msg>.*)$")
@@ -61,7 +62,7 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     jobs = jobs or os.cpu_count() or 1
     from ..source_kernels import build_arch
 
-    cmd = ["make", "-s", f"-j{jobs}", "-C", str(build_dir), *build_arch(arch).make_vars, f"M={tree}", "W=1",
+    cmd = [hostprogs.require("make"), "-s", f"-j{jobs}", "-C", str(build_dir), *build_arch(arch).make_vars, f"M={tree}", "W=1",
            "modules"]
     env = dict(os.environ, LC_ALL="C")
     start = time.monotonic()
@@ -92,11 +93,8 @@ def strip_for_guest(modules: list[Path], out_dir: Path, arch: str = "x86_64") ->
     out = []
     for ko in modules:
         dest = out_dir / ko.name
-        try:
-            proc = subprocess.run([f"{prefix}strip", "--strip-debug", "-o", str(dest), str(ko)],
-                                  capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise BuildError(f"{prefix}strip: command not found (run 'make setup' as root)") from None
+        proc = subprocess.run([hostprogs.require(f"{prefix}strip"), "--strip-debug", "-o", str(dest), str(ko)],
+                              capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise BuildError(f"{prefix}strip --strip-debug {ko.name}: {proc.stderr.strip()}")
         out.append(dest)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import progress
+from . import debs, hostprogs, progress
 from .cache import atomic_write, cache_root, ensure_entry
 from .errors import EnvironmentProblem, SpecError
 from .kspec import KernelSpec, parse_spec
@@ -67,10 +66,8 @@ def _abi_key(abi: str) -> tuple:
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, check=False, capture_output=True, text=True, **kw)
-    except FileNotFoundError:
-        raise EnvironmentProblem(f"{cmd[0]}: command not found (run 'make setup' as root)") from None
+    hostprogs.require(cmd[0])
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, **kw)
 
 
 _APT_LISTS = Path("/var/lib/apt/lists")
@@ -132,44 +129,14 @@ def entry_dir(kernel: DebianKernel) -> Path:
     return cache_root() / "kernels" / "debian" / kernel.release
 
 
-def _package_field(pkg: str, name: str) -> str:
-    out = _run(["apt-cache", "show", "--no-all-versions", pkg])
-    if out.returncode != 0:
-        raise EnvironmentProblem(f"apt-cache show {pkg} failed: {out.stderr.strip().splitlines()[-1:]}")
-    for line in out.stdout.splitlines():
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1].strip()
-    return ""
-
-
-def _packages_for(kernel: DebianKernel) -> list[str]:
-    headers = f"linux-headers-{kernel.release}"
-    pkgs = [f"linux-image-{kernel.release}-unsigned", headers]
-    for dep in _package_field(headers, "Depends").split(","):
+def _packages_for(kernel: DebianKernel) -> list[debs.Candidate]:
+    headers = debs.candidate(f"linux-headers-{kernel.release}")
+    pkgs = [debs.candidate(f"linux-image-{kernel.release}-unsigned"), headers]
+    for dep in headers.fields.get("Depends", "").split(","):
         name = dep.strip().split()[0] if dep.strip() else ""
         if name.startswith(("linux-headers-", "linux-kbuild-")):
-            pkgs.append(name)
+            pkgs.append(debs.candidate(name))
     return pkgs
-
-
-def _download(pkgs: list[str], dest: Path) -> list[Path]:
-    cmd = ["apt-get", "download", "-q"]
-    if os.geteuid() == 0:
-        cmd += ["-o", "APT::Sandbox::User=root"]
-    out = _run(cmd + pkgs, cwd=dest)
-    if out.returncode != 0:
-        msg = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "unknown error"
-        raise EnvironmentProblem(f"apt-get download {' '.join(pkgs)}: {msg}")
-    debs = sorted(dest.glob("*.deb"))
-    for pkg in pkgs:
-        deb = next((d for d in debs if d.name.startswith(pkg + "_")), None)
-        if deb is None:
-            raise EnvironmentProblem(f"apt-get download did not produce {pkg}")
-        want = _package_field(pkg, "SHA256")
-        got = hashlib.sha256(deb.read_bytes()).hexdigest()
-        if want and want != got:
-            raise EnvironmentProblem(f"{deb.name}: SHA256 {got} does not match the package index ({want})")
-    return debs
 
 
 def _build_entry(kernel: DebianKernel, tmp: Path) -> None:
@@ -177,12 +144,10 @@ def _build_entry(kernel: DebianKernel, tmp: Path) -> None:
     progress.info(f"downloading {len(pkgs)} Debian packages for {kernel.release}")
     dl = tmp / "debs"
     dl.mkdir()
-    debs = _download(pkgs, dl)
+    files = debs.download(pkgs, dl)
     root = tmp / "root"
-    for deb in debs:
-        out = _run(["dpkg-deb", "-x", str(deb), str(root)])
-        if out.returncode != 0:
-            raise EnvironmentProblem(f"dpkg-deb -x {deb.name}: {out.stderr.strip()}")
+    for deb in files:
+        debs.unpack(deb, root)
     build = root / "usr/src" / f"linux-headers-{kernel.release}"
     makefile = build / "Makefile"
     # The flavour's Makefile includes the common one by absolute path: point it into the cache.
@@ -191,7 +156,7 @@ def _build_entry(kernel: DebianKernel, tmp: Path) -> None:
                   lambda m: f"include $(dir $(lastword $(MAKEFILE_LIST)))../{m[1]}/Makefile", text)
     makefile.write_text(text)
     meta = {"release": kernel.release, "abi": kernel.abi, "flavour": kernel.flavour,
-            "packages": {d.name: hashlib.sha256(d.read_bytes()).hexdigest() for d in debs}}
+            "packages": {d.name: hashlib.sha256(d.read_bytes()).hexdigest() for d in files}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(dl)
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from . import progress
+from . import debs, hostprogs, progress
 from .cache import atomic_write, cache_root, ensure_entry, locked
-from .errors import BuildError, EnvironmentProblem, SpecError
+from .errors import BuildError, SpecError
 from .kernels import Kernel
 from .kspec import KernelSpec, parse_spec
 
@@ -115,10 +115,8 @@ class Source:
 
 def _run(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
     """Run a command; raise BuildError naming ``what`` and the last lines of output on failure."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
-    except FileNotFoundError:
-        raise EnvironmentProblem(f"{cmd[0]}: command not found (run 'make setup' as root)") from None
+    hostprogs.require(cmd[0])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
     if proc.returncode != 0:
         tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-4:])
         raise BuildError(f"{what} failed (exit {proc.returncode}): {tail}")
@@ -132,26 +130,12 @@ def _git(tree: Path, *args: str, what: str | None = None, env: dict | None = Non
 
 # --------------------------------------------------------------------------- pristine sources
 
-def _candidate(package: str) -> tuple[str, str]:
-    """(version, sha256) of the package version apt would download."""
-    out = _run(["apt-cache", "show", "--no-all-versions", package], f"apt-cache show {package}").stdout
-    fields = dict(re.findall(r"^(Version|SHA256): (\S+)$", out, re.M))
-    if "Version" not in fields:
-        raise EnvironmentProblem(f"the package index has no {package}: run 'apt-get update' (as root)")
-    return fields["Version"], fields.get("SHA256", "")
-
-
-def _unpack(package: str, version: str, sha256: str, tmp: Path) -> None:
+def _unpack(cand: debs.Candidate, tmp: Path) -> None:
     """Download the source package and make ``tmp/tree`` a git tree of it with one commit."""
-    cmd = ["apt-get", "download", "-q", f"{package}={version}"]
-    if os.geteuid() == 0:
-        cmd[2:2] = ["-o", "APT::Sandbox::User=root"]
-    _run(cmd, f"apt-get download {package}", cwd=tmp)
-    deb = next(tmp.glob(f"{package}_*.deb"))
-    got = hashlib.sha256(deb.read_bytes()).hexdigest()
-    if sha256 and got != sha256:
-        raise EnvironmentProblem(f"{deb.name}: SHA256 {got} does not match the package index ({sha256})")
-    _run(["dpkg-deb", "-x", str(deb), str(tmp / "deb")], f"dpkg-deb -x {deb.name}")
+    package, version = cand.package, cand.version
+    deb = debs.download([cand], tmp)[0]
+    got = cand.sha256
+    debs.unpack(deb, tmp / "deb")
     tarball = next((tmp / "deb" / "usr" / "src").glob("linux-source-*.tar.xz"))
     tree = tmp / "tree"
     tree.mkdir()
@@ -177,11 +161,12 @@ def pristine(series: str) -> Source:
     if package is None:
         raise SpecError(f"source:{series}: no Debian source package for that series "
                         f"(supported: {', '.join(f'source:{s}' for s in SOURCE_PACKAGES)})")
-    version, sha256 = _candidate(package)
+    cand = debs.candidate(package)
+    version = cand.version
     entry = cache_root() / "sources" / f"{package}_{version.replace('~', '_')}"
     if not (entry / ".complete").exists():
         with progress.step(f"fetch and unpack {package} {version}"):
-            ensure_entry(entry, lambda tmp: _unpack(package, version, sha256, tmp))
+            ensure_entry(entry, lambda tmp: _unpack(cand, tmp))
     meta = json.loads((entry / "meta.json").read_text())
     return Source(package=package, version=version, kernelversion=meta["kernelversion"],
                   tree=entry / "tree", commit=meta["commit"])
@@ -215,11 +200,20 @@ def missing_options(fragment: str, config: str) -> list[str]:
     return out
 
 
+def _compilers(arch: str) -> tuple[str, str]:
+    """CC= and HOSTCC= of a kernel build: through ccache when it is installed (a notice when not)."""
+    ba = build_arch(arch)
+    hostprogs.require(ba.cc)
+    hostprogs.require("gcc")
+    launcher = "ccache " if hostprogs.optional("ccache") else ""
+    return f"CC={launcher}{ba.cc}", f"HOSTCC={launcher}gcc"
+
+
 def _make_cmd(src: Path, obj: Path, localversion: str, *targets: str, arch: str = "x86_64") -> list[str]:
     jobs = os.cpu_count() or 1
     ba = build_arch(arch)
     return ["nice", "-n", "19", "make", "-s", f"-j{jobs}", "-C", str(src), f"O={obj}", *ba.make_vars,
-            f"CC=ccache {ba.cc}", "HOSTCC=ccache gcc", f"LOCALVERSION={localversion}", *targets]
+            *_compilers(arch), f"LOCALVERSION={localversion}", *targets]
 
 
 def _make_env() -> dict:
@@ -378,7 +372,8 @@ def build_target(tgt: Target) -> Kernel:
                 with progress.step(f"configure {tgt.spec} ({BASE_CONFIG} + {ba.fragment.name})"):
                     configure(src, obj, localversion, tgt.arch)
             cross = f", {tgt.arch}" if ba.make_vars else ""
-            with progress.step(f"build kernel {tgt.spec} (nice, ccache{cross})"):
+            cached = ", ccache" if hostprogs.which("ccache") else ", no ccache"
+            with progress.step(f"build kernel {tgt.spec} (nice{cached}{cross})"):
                 _run(_make_cmd(src, obj, localversion, "all", arch=tgt.arch),
                      f"kernel build of {tgt.spec} (O={obj})", env=_make_env())
             check_config(obj, tgt.arch)

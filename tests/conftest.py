@@ -10,6 +10,20 @@ import pytest
 from helpers import KERNELS
 
 
+#: Every program this session (and the msiforge processes it starts) executes is logged here
+#: when the registry lacks it (msiforge/hostprogs.py): the session fails on any.
+_AUDIT = Path(os.environ.setdefault("MSIFORGE_AUDIT_PROGRAMS", f"/tmp/msiforge-audit-{os.getpid()}.log"))
+_AUDIT.unlink(missing_ok=True)
+import msiforge  # noqa: E402,F401  (installs the audit hook: MSIFORGE_AUDIT_PROGRAMS is set)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _programs_are_registered():
+    yield
+    logged = _AUDIT.read_text() if _AUDIT.exists() else ""
+    assert logged == "", f"programs run without being in msiforge/hostprogs.py:\n{logged}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_env():
     # Tests share the user's cache (kernels are large); CI may point it elsewhere.

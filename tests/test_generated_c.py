@@ -13,7 +13,7 @@ import json
 import pytest
 
 from msiforge.board import validate
-from msiforge.generator import checkpatch, features, render
+from msiforge.generator import checkpatch, render
 from msiforge.kmod import build as kbuild
 
 from helpers import default_board

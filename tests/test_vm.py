@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from helpers import default_board, msiforge, write_board
+from helpers import msiforge, write_board
 
 pytestmark = pytest.mark.vm
 SCENARIOS = ["deliver", "mask", "affinity", "groups", "unload"]

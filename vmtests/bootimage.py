@@ -21,11 +21,12 @@ import bz2
 import hashlib
 import json
 import lzma
-import shutil
 import struct
 import subprocess
 import zlib
 from pathlib import Path
+
+from .. import hostprogs
 
 #: ELF note (owner "Xen") holding the 32-bit PVH entry point.
 XEN_ELFNOTE_PHYS32_ENTRY = 18
@@ -81,7 +82,7 @@ def decompress(fmt: str, data: bytes) -> bytes:
     except (zlib.error, lzma.LZMAError, OSError) as exc:
         raise NotExtractable(f"{fmt} payload: {exc}") from exc
     tool = _TOOLS[fmt]
-    if not shutil.which(tool[0]):
+    if not hostprogs.optional(tool[0]):
         raise NotExtractable(f"{fmt} payload and no {tool[0]} command to decompress it")
     # The kernel's size word after the frame makes the tools complain; without it they do not.
     for chunk in (data, data[:-4]):

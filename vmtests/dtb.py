@@ -30,6 +30,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .. import hostprogs
 from ..board import Board
 from ..cache import atomic_write, cache_root, ensure_entry
 from ..errors import EnvironmentProblem
@@ -54,10 +55,8 @@ def nodes(board: Board, its_phandle: str) -> str:
 
 
 def _run(cmd: list[str], what: str) -> str:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise EnvironmentProblem(f"{cmd[0]}: command not found (run 'make setup' as root)") from None
+    hostprogs.require(cmd[0])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise EnvironmentProblem(f"{what} failed: {(proc.stdout + proc.stderr).strip()[-300:]}")
     return proc.stdout

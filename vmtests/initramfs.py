@@ -10,6 +10,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from .. import hostprogs
 from ..errors import EnvironmentProblem
 
 #: /init: mount what the tests need, run the script, power off.  A fault named
@@ -65,10 +66,7 @@ def find_busybox() -> Path:
         p = Path(cand)
         if p.is_file():
             return p
-    found = shutil.which("busybox")
-    if found:
-        return Path(found)
-    raise EnvironmentProblem("busybox not found: install Debian's busybox-static (make setup, as root)")
+    return Path(hostprogs.require("busybox"))
 
 
 #: Debian architecture of each board arch whose busybox is not the host's.
@@ -85,39 +83,21 @@ def busybox_for(arch: str) -> Path:
     """
     if arch == "x86_64":
         return find_busybox()
-    import hashlib
-    import os
-    import re
-    import subprocess
-
+    from .. import debs
     from ..cache import cache_root, ensure_entry
 
     darch = _DEBIAN_ARCH.get(arch)
     if darch is None:
         raise EnvironmentProblem(f"no guest busybox for arch {arch!r}")
-    pkg = f"busybox-static:{darch}"
-    show = subprocess.run(["apt-cache", "show", "--no-all-versions", pkg], capture_output=True, text=True)
-    fields = dict(re.findall(r"^(Version|SHA256): (\S+)$", show.stdout, re.M))
-    if show.returncode != 0 or "Version" not in fields:
-        raise EnvironmentProblem(f"the package index has no {pkg}: run 'make setup' as root "
-                                 f"(dpkg --add-architecture {darch} && apt-get update)")
-    entry = cache_root() / "tools" / f"busybox-{darch}_{fields['Version'].replace(':', '_')}"
+    cand = debs.candidate(f"busybox-static:{darch}")
+    entry = cache_root() / "tools" / f"busybox-{darch}_{cand.version.replace(':', '_')}"
 
     def fetch(tmp: Path) -> None:
-        cmd = ["apt-get", "download", "-q", f"{pkg}={fields['Version']}"]
-        if os.geteuid() == 0:
-            cmd[2:2] = ["-o", "APT::Sandbox::User=root"]
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        debs = list(tmp.glob("busybox-static_*.deb"))
-        if proc.returncode != 0 or not debs:
-            raise EnvironmentProblem(f"apt-get download {pkg} failed: {proc.stderr.strip()[-200:]}")
-        got = hashlib.sha256(debs[0].read_bytes()).hexdigest()
-        if fields.get("SHA256") and got != fields["SHA256"]:
-            raise EnvironmentProblem(f"{debs[0].name}: SHA256 {got} does not match the package index")
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "deb")], check=True)
+        deb = debs.download([cand], tmp)[0]
+        debs.unpack(deb, tmp / "deb")
         (tmp / "deb" / "bin" / "busybox").rename(tmp / "busybox")
         shutil.rmtree(tmp / "deb")
-        debs[0].unlink()
+        deb.unlink()
 
     ensure_entry(entry, fetch)
     return entry / "busybox"

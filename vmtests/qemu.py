@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hostprogs
 from ..board import Board
 from ..errors import EnvironmentProblem
 
@@ -39,16 +39,7 @@ class Accel:
 
 
 def qemu_binary(arch: str = "x86_64") -> str:
-    if arch == "arm64":
-        path = shutil.which(QEMU_ARM64)
-        if not path:
-            raise EnvironmentProblem(f"{QEMU_ARM64} not found: install Debian's qemu-system-arm "
-                                     "(make setup, as root)")
-        return path
-    path = shutil.which(QEMU)
-    if not path:
-        raise EnvironmentProblem(f"{QEMU} not found: install Debian's qemu-system-x86 (make setup, as root)")
-    return path
+    return hostprogs.require(QEMU_ARM64 if arch == "arm64" else QEMU)
 
 
 #: /init of the probe guest: say so, power off.

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
+from .. import hostprogs
 from ..board import Board
-from ..errors import EnvironmentProblem
 from .qemu import Accel, tcg_timing
 
 
@@ -24,9 +23,7 @@ def vng_path() -> tuple[str, dict[str, str]]:
     """The vng executable and the environment it needs (its helpers on PATH)."""
     bindir = str(Path(sys.executable).parent)
     path = bindir + os.pathsep + os.environ.get("PATH", "")
-    exe = shutil.which("vng", path=path)
-    if not exe:
-        raise EnvironmentProblem("vng (virtme-ng) not found: run 'make setup' (it installs virtme-ng into .venv)")
+    exe = hostprogs.require("vng")
     return exe, dict(os.environ, PATH=path)
 
 
