@@ -9,6 +9,7 @@ renamed into place, so a failed generation leaves nothing half-written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -53,11 +54,12 @@ def c_comment(text: str) -> str:
 def _bytecode_cache() -> jinja2.BytecodeCache | None:
     """Compiled templates, kept in the cache (keyed by each template's source checksum)."""
     from ..cache import cache_root
+    from ..errors import InputError
 
     try:
         path = cache_root() / "jinja"
         path.mkdir(parents=True, exist_ok=True)
-    except OSError:
+    except (OSError, InputError):
         return None  # an unwritable cache only costs the compile time
     return jinja2.FileSystemBytecodeCache(str(path))
 
@@ -144,14 +146,24 @@ def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, des
     return manifest
 
 
+def tree_digest(tree: Path) -> str:
+    """SHA256 of a rendered tree: every file's relative path and content (what a verdict was tested on)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in tree.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(tree)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def generate(board: Board, kernels: list[KernelTarget], out: Path) -> dict[str, Path]:
     """Render one tree per kernel under ``out/<release>``, replacing ``out`` atomically.
 
     Returns release -> tree path.
     """
+    from ..cache import usable_dir
+
     env = environment()
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    usable_dir(out.parent, f"output directory {out}: its parent")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for k in kernels:

@@ -5,8 +5,10 @@ Kernels between ``--good`` and ``--bad`` come from the Debian package index
 the reference verdict; the search then assumes the bad one differs and
 binary-searches the kernels after good, booting only midpoints (the bad
 kernel itself is booted only if the search lands on it).  Every verdict is
-cached per (kernel, board, scenario, msiforge version), so a repeated bisect
-boots nothing.
+cached per what was tested: the exact kernel release, the board, the
+scenario and the content of the rendered driver tree (drivers and guest
+script), so a repeated bisect boots nothing while a changed template is
+tested again.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__, progress
+from . import progress
 from . import kernels as kern
 from . import runner
 from .board import Board
-from .cache import atomic_write, cache_root
+from .cache import atomic_write, cache_root, usable_dir
 from .errors import InputError
 from .kspec import parse_spec
 
@@ -73,27 +75,44 @@ def _board_key(board: Board) -> str:
     return hashlib.sha256(json.dumps(board.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _verdict_entry(release: str, board: Board, scenario: str) -> Path:
-    key = hashlib.sha256(f"{release}\0{_board_key(board)}\0{scenario}\0{__version__}".encode()).hexdigest()[:24]
-    return cache_root() / "verdicts" / f"{key}.json"
+def verdict_key(board: Board, k: kern.DebianKernel, scenario: str) -> str:
+    """The cache key of a verdict: kernel release, board, scenario and the rendered tree's content.
+
+    The tree is rendered (in a temporary directory, a few milliseconds) for
+    the fetched kernel exactly as the run would render it, so any change to
+    the templates, the generator or the kernel's probed features changes it.
+    """
+    import tempfile
+
+    from .generator import render
+
+    board, _ = runner.select(board, None, [scenario])
+    target = render.target_for(kern.fetch(_spec_of(k)))
+    with tempfile.TemporaryDirectory(prefix="msiforge-key-") as tmp:
+        tree = render.generate(board, [target], Path(tmp) / "gen")[target.release]
+        digest = render.tree_digest(tree)
+    parts = [k.release, _board_key(board), scenario, digest]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def _verdict_entry(board: Board, k: kern.DebianKernel, scenario: str) -> Path:
+    return cache_root() / "verdicts" / f"{verdict_key(board, k, scenario)}.json"
 
 
 def candidates(good: str, bad: str, explicit: list[str] | None = None) -> list[kern.DebianKernel]:
     """The kernels from good to bad inclusive, in version order."""
     available = kern.index()
-    if explicit:
-        ks = [kern.resolve(s, available) for s in explicit]
-        ordered = sorted(set(ks))
-        g, b = kern.resolve(good, available), kern.resolve(bad, available)
-        for k, name in ((g, good), (b, bad)):
-            if k not in ordered:
-                raise InputError(f"--kernels must include {name} ({k.release})")
-        return [k for k in ordered if g <= k <= b]
     g, b = kern.resolve(good, available), kern.resolve(bad, available)
     if g.flavour != b.flavour:
         raise InputError(f"--good {good} and --bad {bad} are different flavours ({g.flavour}, {b.flavour})")
     if not g < b:
         raise InputError(f"--good {good} ({g.release}) must be older than --bad {bad} ({b.release})")
+    if explicit:
+        ordered = sorted({kern.resolve(s, available) for s in explicit})
+        for k, name in ((g, good), (b, bad)):
+            if k not in ordered:
+                raise InputError(f"--kernels must include {name} ({k.release})")
+        return [k for k in ordered if g <= k <= b]
     return [k for k in available if k.flavour == g.flavour and g <= k <= b]
 
 
@@ -104,7 +123,7 @@ def _spec_of(k: kern.DebianKernel) -> str:
 
 def verdict(board: Board, k: kern.DebianKernel, scenario: str, out: Path) -> tuple[str, float, bool, str, list[str]]:
     """(verdict, seconds, cached, log, diagnostics) of one scenario on one kernel, cached."""
-    entry = _verdict_entry(k.release, board, scenario)
+    entry = _verdict_entry(board, k, scenario)
     if entry.exists():
         d = json.loads(entry.read_text())
         return d["verdict"], d["seconds"], True, d["log"], d["diagnostics"]
@@ -132,7 +151,7 @@ def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
     bis = Bisection(board=board.name, scenario=scenario, good=good, bad=bad,
                     candidates=[k.release for k in ks])
     start = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
+    usable_dir(out, "output directory")
     tried: dict[int, bool] = {}
 
     def test(i: int) -> bool:
@@ -195,6 +214,16 @@ def bisect_run(board: Board, scenario: str, tree: Path, out: Path, fault: str | 
     return BAD, f"bad (1): {scenario}: {v} on {k.release}; log: {k.console_log}"
 
 
+def bisect_run_command(board: Board, scenario: str, tree: Path) -> list[str]:
+    """The `git bisect run` command line; it runs in the kernel tree, so every path in it is absolute."""
+    import sys
+
+    path = Path(board.path)
+    where = str(path.resolve()) if path.is_file() else board.name  # a file, or a built-in board's name
+    return [sys.executable, "-m", "msiforge.cli", "bisect-run", "--board", where, "--scenario", scenario,
+            "--tree", str(tree.resolve())]
+
+
 def bisect_series(board: Board, scenario: str, spec: str, work: Path) -> tuple[str | None, str]:
     """Bisect a generated patch series with `git bisect run` and `msiforge bisect-run`.
 
@@ -203,7 +232,6 @@ def bisect_series(board: Board, scenario: str, spec: str, work: Path) -> tuple[s
     (good) to the series tip (bad).  Returns (first bad commit or None, git's report).
     """
     import subprocess
-    import sys
 
     from . import source_kernels
 
@@ -214,15 +242,14 @@ def bisect_series(board: Board, scenario: str, spec: str, work: Path) -> tuple[s
     tip = source_kernels.target(ks).commit
     base = source_kernels.pristine(f"{ks.major}.{ks.minor}")
     tree = work / "linux"
-    work.mkdir(parents=True, exist_ok=True)
+    usable_dir(work, "output directory")
 
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=False)
 
     subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(base.tree), str(tree)], check=True)
     git("checkout", "-q", "-b", "series", tip)
-    cmd = [sys.executable, "-m", "msiforge.cli", "bisect-run", "--board", board.path if Path(board.path).exists()
-           else board.name, "--scenario", scenario, "--tree", str(tree)]
+    cmd = bisect_run_command(board, scenario, tree)
     # git bisect takes the tip as bad without testing it: make sure it is.
     with progress.step(f"test the series tip {tip[:12]}"):
         at_tip = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -17,16 +17,38 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+_usable: set[Path] = set()
+
+
+def usable_dir(path: Path, what: str) -> Path:
+    """Make ``path`` (and its parents) and prove it writable, or raise a one-line InputError naming it.
+
+    ``what`` says which directory it is ("output directory", "cache directory
+    (MSIFORGE_CACHE)").  Checked once per process and path.
+    """
+    from .errors import InputError
+
+    if path in _usable:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".msiforge-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"{what} {path}: cannot be created or written ({reason})") from None
+    _usable.add(path)
+    return path
+
+
 def cache_root() -> Path:
     """The cache directory: $MSIFORGE_CACHE, else $XDG_CACHE_HOME/msiforge, else ~/.cache/msiforge."""
     env = os.environ.get("MSIFORGE_CACHE")
     if env:
-        root = Path(env)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        root = Path(xdg) / "msiforge"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+        return usable_dir(Path(env), "cache directory (MSIFORGE_CACHE)")
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return usable_dir(Path(xdg) / "msiforge", "cache directory")
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, patches_cli
+from .board import DEFAULT_SCENARIOS, SCENARIOS
 from .errors import InputError, MsiforgeError
 from .vmtests.initramfs import FAULTS
 
@@ -55,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     _add_board(p)
     _add_kernels(p)
     p.add_argument("--scenario", "-s", action="append", metavar="S", dest="scenarios",
-                   help="run only these scenarios (deliver, mask, affinity, stress, churn, rt, unload); repeatable")
+                   help=f"run only these scenarios ({', '.join(SCENARIOS)}); repeatable "
+                        f"(default: the board's, usually {', '.join(DEFAULT_SCENARIOS)})")
     p.add_argument("--out", "-o", type=Path, metavar="DIR",
                    help="run directory (default: a new directory under runs/)")
     p.add_argument("--backend", choices=["qemu", "vng"], default="qemu",
@@ -69,11 +71,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bisect", help="find the first kernel whose verdict differs from the good one",
                        description="Order the Debian kernels from --good to --bad, boot the good one for the "
                        "reference verdict of one scenario, then binary-search with real boots for the first kernel "
-                       "whose verdict differs.  Verdicts are cached per (kernel, board, scenario, msiforge "
-                       "version): a repeated bisect boots nothing.  Writes bisect.json.  Exit status 0 when a "
+                       "whose verdict differs.  Verdicts are cached per (kernel, board, scenario, rendered "
+                       "drivers and guest script): a repeated bisect boots nothing, a changed template boots again.  Writes bisect.json.  Exit status 0 when a "
                        "kernel that differs was found, 1 when none differs, 2 for bad input.")
     _add_board(p)
-    p.add_argument("--scenario", "-s", required=True, help="the scenario whose verdict is compared")
+    p.add_argument("--scenario", "-s", required=True, choices=SCENARIOS, metavar="S",
+                   help=f"the scenario whose verdict is compared ({', '.join(SCENARIOS)})")
     p.add_argument("--good", metavar="SPEC", help="the kernel known good (e.g. debian:6.1.0-47)")
     p.add_argument("--bad", metavar="SPEC", help="the kernel known to behave differently")
     p.add_argument("--series", metavar="SPEC",
@@ -227,8 +230,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .board import load_board
     from .generator import render
 
+    from .cache import cache_root, usable_dir
+
     board, specs = runner.select(load_board(args.board), args.kernels, None)
     available = runner.check_specs(specs, board.arch)
+    out = args.out.resolve()
+    usable_dir(out.parent, f"output directory {out}: its parent")  # before anything is fetched
+    cache_root()
     kernels = [runner.obtain(s, available, board.arch) for s in specs]
     targets = [render.target_for(k) for k in kernels]
     trees = render.generate(board, targets, args.out)
@@ -281,8 +289,39 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled like Ctrl-C (exit 128 + the signal's number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame) -> None:
+    """Kill the running guests first (their threads then return), then unwind like Ctrl-C."""
+    import signal
+
+    from .vmtests import console
+
+    console.kill_all()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def _handle_signals() -> None:
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line and exit status 2 (input) or 1."""
+    """Entry point: user errors become one line and exit status 2 (input) or 1.
+
+    Ctrl-C, SIGTERM and SIGHUP kill every guest at once and exit 130, 143 or
+    129; a guest also dies if msiforge is killed outright (PR_SET_PDEATHSIG).
+    """
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser().parse_args(argv)
@@ -296,11 +335,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser().print_help()
         return 2
+    _handle_signals()
     try:
         return handlers[args.command](args)
     except MsiforgeError as exc:
         print(f"msiforge: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated as exc:
+        import signal
+
+        print(f"msiforge: terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("msiforge: interrupted", file=sys.stderr)
         return 130

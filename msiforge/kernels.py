@@ -53,8 +53,6 @@ class Kernel:
     vmlinuz: Path
     build_dir: Path  # the directory for `make -C ... M=...`
     header_dirs: list[Path]  # where include/linux/... live, for feature probes
-    series: str
-    source: str = "debian"
     patch_series: str | None = None  # source:X.Y+NAME: the msiforge patch series built in
     arch: str = "x86_64"  # the board arch it runs on (modules are built for it)
 
@@ -173,7 +171,7 @@ def load(spec: str, dk: DebianKernel, entry: Path) -> Kernel:
     build = root / "usr/src" / f"linux-headers-{dk.release}"
     commons = sorted(p for p in (root / "usr/src").glob("linux-headers-*common*") if p.is_dir())
     return Kernel(spec=spec, release=dk.release, vmlinuz=root / "boot" / f"vmlinuz-{dk.release}",
-                  build_dir=build, header_dirs=[build, *commons], series=dk.series)
+                  build_dir=build, header_dirs=[build, *commons])
 
 
 def cached_releases() -> set[str]:

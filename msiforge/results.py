@@ -36,7 +36,6 @@ class KernelResult:
     release: str
     verdict: str  # pass | fail | a boot verdict (panic, boot-timeout, build-failed, ...)
     detail: str = ""
-    accel: str = ""
     timing: str = ""
     boot_seconds: float | None = None
     seconds: float = 0.0

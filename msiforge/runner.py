@@ -48,8 +48,11 @@ def check_specs(specs: list[str], arch: str = "x86_64") -> list[kern.DebianKerne
     """
     from .generator import patches
 
+    from . import source_kernels
+
     parsed = {s: parse_spec(s) for s in specs}
     for spec in parsed.values():
+        source_kernels.check_spec(spec)  # source: series and tree: paths, without fetching anything
         if spec.kind == "source" and spec.patch_series:
             patches.check_supported(spec.patch_series, spec.series)
     debian = [s for s, spec in parsed.items() if spec.kind == "debian"]
@@ -75,9 +78,12 @@ def obtain(spec: str, available: list[kern.DebianKernel], arch: str = "x86_64") 
 
 
 def new_run_dir(board: Board, out: Path | None) -> Path:
+    """``out`` (made if needed), or a new directory under runs/; a one-line error if it cannot be written."""
+    from .cache import usable_dir
+
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        return out
+        return usable_dir(out, "run directory")
+    usable_dir(Path("runs"), "runs directory")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{stamp}-{board.name}"
     path, n = base, 1
@@ -142,7 +148,7 @@ def scenario_results(board: Board, root: ktap.TestResult, boot: vmconsole.Consol
 def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel: qemu.Accel,
                 fault: str | None = None, backend: str = "qemu") -> KernelResult:
     """Build, boot and test one kernel; every failure becomes a verdict in the result."""
-    result = KernelResult(spec=kernel.spec, release=kernel.release, verdict=PASS, accel=accel.name)
+    result = KernelResult(spec=kernel.spec, release=kernel.release, verdict=PASS)
     try:
         with progress.step(f"build modules for {kernel.release} (W=1)"):
             modules = build_modules(tree, kernel)
@@ -226,6 +232,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
         raise InputError(f"--backend {backend}: board {board.name} is {board.arch}; only the qemu backend "
                          "boots foreign-arch guests")
     available = check_specs(specs, board.arch)
+    cache_root()  # a cache that cannot be written is a one-line error before the run directory exists
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")
     fetched = []

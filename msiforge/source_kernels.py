@@ -256,7 +256,7 @@ class Target:
     repo: Path  # git repository holding ``commit``
     commit: str | None  # None: the working tree of ``repo`` as it is (tree:PATH)
     slot: str  # build slot name
-    series: str  # kernel series, e.g. 6.12 (for the Kernel object)
+    series: str  # kernel series, e.g. 6.12 (its pristine source, for series_targets)
     patch_series: str | None = None  # the msiforge patch series on top, if any
     arch: str = "x86_64"  # the board arch it is built for
 
@@ -275,10 +275,29 @@ def _source_target(spec: KernelSpec) -> Target:
                   patch_series=spec.patch_series)
 
 
-def _tree_target(spec: KernelSpec) -> Target:
+def check_spec(spec: KernelSpec) -> None:
+    """A one-line SpecError for a source: series without a Debian package or a tree: that is no kernel tree.
+
+    Nothing is fetched or built: this runs before a run writes anything.
+    """
+    if spec.kind == "source":
+        series = f"{spec.major}.{spec.minor}"
+        if series not in SOURCE_PACKAGES:
+            raise SpecError(f"source:{series}: no Debian source package for that series "
+                            f"(supported: {', '.join(f'source:{s}' for s in SOURCE_PACKAGES)})")
+    elif spec.kind == "tree":
+        _tree_path(spec)
+
+
+def _tree_path(spec: KernelSpec) -> Path:
     path = Path(os.path.expanduser(spec.path or "")).resolve()
     if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
         raise SpecError(f"kernel spec {spec.text!r}: {path} is not a kernel source tree")
+    return path
+
+
+def _tree_target(spec: KernelSpec) -> Target:
+    path = _tree_path(spec)
     if spec.rev:
         commit = _run(["git", "-C", str(path), "rev-parse", "--verify", "--quiet", f"{spec.rev}^{{commit}}"],
                       f"kernel spec {spec.text!r}: git rev-parse {spec.rev}").stdout.strip()
@@ -383,5 +402,5 @@ def build_target(tgt: Target) -> Kernel:
                      "commit": tgt.commit}
             atomic_write(state_file, json.dumps(state, indent=2) + "\n")
     return Kernel(spec=tgt.spec, release=state["release"], vmlinuz=obj / ba.image,
-                  build_dir=obj, header_dirs=[src, obj], series=tgt.series, source=tgt.spec.split(":")[0],
+                  build_dir=obj, header_dirs=[src, obj],
                   patch_series=tgt.patch_series, arch=tgt.arch)

@@ -143,3 +143,24 @@ def test_programs_run_by_the_suite_were_registered():
     log = Path(os.environ["MSIFORGE_AUDIT_PROGRAMS"])
     subprocess.run(["git", "--version"], capture_output=True, check=True)  # a registered one: not logged
     assert not log.exists() or log.read_text() == ""
+
+
+def test_checkpatch_download_is_checked_against_the_index(tmp_path, monkeypatch):
+    """Like every other download, checkpatch's linux-source goes through debs.download: a bad SHA256 stops it."""
+    from msiforge import debs
+    from msiforge.errors import EnvironmentProblem
+    from msiforge.generator import checkpatch
+
+    real = debs.candidate("busybox-static")  # small: the check, not the package, is under test
+    monkeypatch.setattr(checkpatch, "SOURCE_PACKAGE", "busybox-static")
+    monkeypatch.setattr(checkpatch, "candidate", lambda pkg: debs.Candidate(pkg, real.version, "0" * 64, {}))
+    with pytest.raises(EnvironmentProblem, match=r"busybox-static_.*\.deb: SHA256 [0-9a-f]{64} does not match "
+                                                 r"the package index \(0{64}\)"):
+        checkpatch._extract(tmp_path)
+
+
+def test_every_download_path_uses_the_verified_helper():
+    """No apt-get download outside msiforge/debs.py."""
+    offenders = [str(p.relative_to(REPO)) for p in SOURCES
+                 if p.name != "debs.py" and p.parent.name != "tests" and '"download"' in p.read_text()]
+    assert offenders == []

@@ -296,7 +296,7 @@ def test_patched_kernel_delivers_interrupts(name, kernel, tmp_path):
     """Boot the patched kernel on q35 + intel-iommu intremap=on with an edu; a module uses the new API."""
     import pexpect
 
-    from msiforge.vmtests import initramfs, qemu
+    from msiforge.vmtests import console, initramfs, qemu
 
     k = source_kernels.build(f"source:{kernel}+{name}")
     (tmp_path / "smoke.c").write_text(SMOKE[name])
@@ -313,7 +313,7 @@ def test_patched_kernel_delivers_interrupts(name, kernel, tmp_path):
             "-kernel", str(k.vmlinuz), "-initrd", str(initrd), "-append", "console=ttyS0 panic=-1"]
     child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=180)
     child.logfile_read = (tmp_path / "console.log").open("w")
-    child.expect(r"smoke: result (\w+)")
+    child.expect(r"smoke: result (\w+)" + console.EOL)  # the whole word, not the part that has arrived
     result = child.match.group(1)
     child.expect(pexpect.EOF)
     log = (tmp_path / "console.log").read_text()

@@ -150,8 +150,7 @@ def test_guest_fault_on_a_source_kernel(tmp_path, fault):
     _check_fault_verdict(tmp_path, fault, "--kernel", "source:6.12")
 
 
-def test_ctrl_c_leaves_no_qemu_behind(tmp_path):
-    import signal
+def _start_hanging_run(tmp_path):
     import subprocess
 
     from helpers import MSIFORGE
@@ -165,12 +164,52 @@ def test_ctrl_c_leaves_no_qemu_behind(tmp_path):
         time.sleep(0.2)
     assert _qemu_pids(str(run_dir)), "QEMU never started"
     time.sleep(1)
-    child.send_signal(signal.SIGINT)
+    return child, run_dir
+
+
+@pytest.mark.parametrize("signame,code,words", [("SIGINT", 130, "msiforge: interrupted"),
+                                                ("SIGTERM", 143, "msiforge: terminated by SIGTERM"),
+                                                ("SIGHUP", 129, "msiforge: terminated by SIGHUP")])
+def test_a_signal_stops_the_run_and_leaves_no_qemu_behind(tmp_path, signame, code, words):
+    """Ctrl-C, a cancelled CI job or timeout(1) (SIGTERM), a closed terminal (SIGHUP): QEMU goes too."""
+    import signal
+
+    child, run_dir = _start_hanging_run(tmp_path)
+    child.send_signal(getattr(signal, signame))
     _, err = child.communicate(timeout=30)
-    assert child.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert child.returncode == code, err
+    assert words in err and "Traceback" not in err
     time.sleep(0.5)
     assert _qemu_pids(str(run_dir)) == []
+
+
+def test_sigkill_of_msiforge_takes_qemu_with_it(tmp_path):
+    """Not even SIGKILL leaves a guest running: QEMU has PR_SET_PDEATHSIG."""
+    import signal
+
+    child, run_dir = _start_hanging_run(tmp_path)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _qemu_pids(str(run_dir)):
+        time.sleep(0.1)
+    assert _qemu_pids(str(run_dir)) == []
+
+
+def test_an_unknown_step_in_the_guest_fails_closed(tmp_path):
+    """A step with no scenario function in the guest script fails the device; it never passes."""
+    import dataclasses
+
+    from msiforge import runner
+    from msiforge.board import load_board
+
+    board = load_board(str(write_board(tmp_path, SMALL)))
+    board = dataclasses.replace(board, scenarios=("deliver", "no-such-step"))
+    result = runner.run(board, ["debian:6.12"], None, tmp_path / "run")
+    deliver, unknown = result.kernels[0].scenarios
+    assert (deliver.name, deliver.status) == ("deliver", "pass")
+    assert (unknown.name, unknown.status, unknown.devices) == ("no-such-step", "fail", {"ims0": "not ok"})
+    assert any("no scenario_no_such_step in this guest script" in d for d in unknown.diagnostics), unknown
 
 
 def _qemu_pids(needle: str) -> list[int]:

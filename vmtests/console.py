@@ -8,7 +8,11 @@ console is kept in a log file.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,17 +22,69 @@ import pexpect
 START = "msiforge-guest: start"
 DONE = "msiforge-guest: done"
 
+#: The end of a console line.  A pattern that captures text ends with it, so pexpect
+#: never matches a line of which only a part has arrived (``smoke: result p``).
+EOL = r"(?=\r*\n)"
 #: Console patterns that make a run fail, most severe first.
 FAULTS: list[tuple[str, str]] = [
-    ("panic", r"Kernel panic - not syncing[^\r\n]*"),
-    ("oops", r"Oops: [^\r\n]*|\bOops\b[^\r\n]*"),
-    ("bug", r"\bBUG: [^\r\n]*"),
-    ("warn", r"WARNING: [^\r\n]*"),
+    ("panic", r"Kernel panic - not syncing[^\r\n]*" + EOL),
+    ("oops", r"(?:Oops: [^\r\n]*|\bOops\b[^\r\n]*)" + EOL),
+    ("bug", r"\bBUG: [^\r\n]*" + EOL),
+    ("warn", r"WARNING: [^\r\n]*" + EOL),
     ("call-trace", r"Call Trace:"),
 ]
 SEVERITY = {name: i for i, (name, _) in enumerate(FAULTS)}
 #: A top-level KTAP result line ("ok 2 deliver"), timed by the host as it arrives.
-STEP = r"\n(?:not )?ok \d+ ([a-z][a-z-]*)(?=\r*\n)"
+STEP = r"\n(?:not )?ok \d+ ([a-z][a-z-]*)" + EOL
+
+#: Guests (QEMU, vng) running now: killed at once when msiforge is interrupted or terminated.
+_LIVE: set[pexpect.spawn] = set()
+_LIVE_LOCK = threading.Lock()
+#: Set by kill_all(): msiforge is stopping, so no new guest may start (queued kernels of a matrix).
+_STOPPING = threading.Event()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the forked child before exec: SIGKILL this process when msiforge dies, even by SIGKILL.
+
+    The kernel sends the signal when the *thread* that forked exits; guests are
+    spawned and waited for by the same thread, so that is when msiforge is done
+    with them anyway.
+    """
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # msiforge died before prctl took effect
+        os._exit(1)
+
+
+def spawn(argv: list[str], **kw) -> pexpect.spawn:
+    """pexpect.spawn of a guest that dies with msiforge and is killed by :func:`kill_all`."""
+    with _LIVE_LOCK:
+        if _STOPPING.is_set():
+            raise KeyboardInterrupt("msiforge is stopping: no new guest")
+        child = pexpect.spawn(argv[0], argv[1:], preexec_fn=die_with_parent, **kw)
+        _LIVE.add(child)
+    return child
+
+
+def forget(child: pexpect.spawn) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(child)
+
+
+def kill_all() -> int:
+    """SIGKILL every running guest (their consoles then see EOF) and start no more; return how many."""
+    with _LIVE_LOCK:
+        _STOPPING.set()
+        children = list(_LIVE)
+    for child in children:
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, TypeError):
+            pass
+    return len(children)
 
 
 @dataclass
@@ -40,7 +96,6 @@ class Console:
     log: Path
     boot_seconds: float | None
     seconds: float
-    faults: list[tuple[str, str]] = field(default_factory=list)
     #: Wall-clock seconds of each top-level KTAP step (load, then each scenario).
     step_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -60,8 +115,8 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
     boot_seconds = None
     verdict, detail = "", ""
     with open(log, "w", encoding="utf-8", errors="replace") as logfh:
-        child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
-                              timeout=None, logfile=logfh, echo=False, dimensions=(50, 250), env=env)
+        child = spawn(argv, encoding="utf-8", codec_errors="replace",
+                      timeout=None, logfile=logfh, echo=False, dimensions=(50, 250), env=env)
         try:
             patterns = [re.escape(START), re.escape(DONE)] + [p for _, p in FAULTS] + [pexpect.EOF, pexpect.TIMEOUT]
             patterns.append(STEP)
@@ -106,13 +161,14 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
             # QEMU is gone (reaped above, or killed): closing need not sleep for it (pexpect waits 0.1 s).
             child.ptyproc.delayafterclose = 0
             child.close()
+            forget(child)
     if faults:
         worst = min(faults, key=lambda f: SEVERITY[f[0]])
         # A fault outranks how the run ended, except that a hang stays visible in the detail.
         detail = worst[1] + (f"; then {verdict}: {detail}" if verdict not in ("completed", "vm-crashed") else "")
         verdict = worst[0]
     return Console(verdict=verdict, detail=detail, log=log, boot_seconds=boot_seconds,
-                   seconds=time.monotonic() - start, faults=faults, step_seconds=steps)
+                   seconds=time.monotonic() - start, step_seconds=steps)
 
 
 def _wait_exit(child: pexpect.spawn, timeout: float) -> None:

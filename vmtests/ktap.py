@@ -33,10 +33,6 @@ class TestResult:
     def ok(self) -> bool:
         return self.status in ("ok", "skip")
 
-    def to_json(self) -> dict:
-        return {"name": self.name, "status": self.status, "diagnostics": self.diagnostics,
-                "subtests": [t.to_json() for t in self.subtests]}
-
 
 def _strip(line: str) -> str:
     return line.replace("\r", "").rstrip("\n")

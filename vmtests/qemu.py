@@ -59,7 +59,7 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
 
     import pexpect
 
-    from . import initramfs
+    from . import console, initramfs
 
     with tempfile.TemporaryDirectory(prefix="msiforge-probe-") as tmp:
         initrd = initramfs.build_minimal(Path(tmp) / "probe.cpio", _PROBE_INIT, initramfs.busybox_for(arch))
@@ -67,7 +67,7 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
                 "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
                 "-initrd", str(initrd), "-append", f"console={CONSOLE[arch]} loglevel=3 panic=-1"]
         start = time.monotonic()
-        child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=timeout)
+        child = console.spawn(argv, encoding="utf-8", codec_errors="replace", timeout=timeout)
         try:
             # Error patterns end at the line end, so the whole message is captured.
             idx = child.expect(["msiforge-probe: ok", r"KVM internal error[^\r\n]*\r?\n",
@@ -76,6 +76,7 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
         finally:
             child.terminate(force=True)
             child.close()
+            console.forget(child)
     return idx, seen.strip(), time.monotonic() - start
 
 

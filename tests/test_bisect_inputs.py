@@ -1,0 +1,88 @@
+"""What bisect hands to git and what its verdict cache is keyed on (no boots: the runner is faked here;
+tests/test_bisect.py boots the real thing)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from msiforge import bisect, runner
+from msiforge import kernels as kern
+from msiforge.board import load_board
+from msiforge.generator import render
+from msiforge.results import KernelResult, RunResult, ScenarioResult
+
+from helpers import REPO, default_board, write_board
+
+
+def test_git_bisect_run_command_finds_a_relative_board_from_the_kernel_tree(tmp_path, monkeypatch):
+    """`git bisect run` runs in the kernel tree: a board given relative to the user's directory must still load."""
+    user, tree = tmp_path / "user", tmp_path / "linux"
+    user.mkdir()
+    tree.mkdir()
+    write_board(user, default_board(), "my-board.yaml")
+    monkeypatch.chdir(user)
+    cmd = bisect.bisect_run_command(load_board("my-board.yaml"), "deliver", tree)
+    assert cmd[cmd.index("--board") + 1] == str(user / "my-board.yaml")
+    # Run it where git bisect runs it: the board loads, and it is the (empty) tree that cannot be tested.
+    proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
+    assert proc.returncode == 125
+    assert "no such file" not in proc.stderr
+    assert f"{tree} is not a kernel source tree" in proc.stderr
+
+
+def test_a_built_in_board_is_passed_by_name():
+    cmd = bisect.bisect_run_command(load_board("q35-ims"), "mask", REPO)
+    assert cmd[cmd.index("--board") + 1] == "q35-ims"
+
+
+@pytest.fixture
+def fake_runs(monkeypatch, fetched_kernels):
+    """runner.run replaced by a recorder that passes (the real boot is tests/test_bisect.py's)."""
+    calls = []
+
+    def run(board, specs, scenarios, out, **kw):
+        calls.append((board.name, specs, scenarios))
+        k = KernelResult(spec=specs[0], release="r", verdict="pass", console_log="log")
+        k.scenarios = [ScenarioResult(name=scenarios[0], status="pass")]
+        return RunResult(board=board.name, run_dir=out, accel="TCG", kernels=[k])
+
+    monkeypatch.setattr(runner, "run", run)
+    return calls
+
+
+def _changed_guest_template(monkeypatch):
+    """The guest script template as a developer's fix would change it (one more comment line)."""
+    import jinja2
+
+    original = render.environment
+
+    def environment():
+        env = original()
+        source = env.loader.get_source(env, render.GUEST_TEMPLATE)[0]
+        env.loader = jinja2.ChoiceLoader([jinja2.DictLoader({render.GUEST_TEMPLATE: source + "# fixed\n"}),
+                                          env.loader])
+        return env
+
+    monkeypatch.setattr(render, "environment", environment)
+
+
+def test_verdicts_are_keyed_on_what_was_tested(tmp_path, fake_runs, monkeypatch):
+    """Same tree, kernel, board and scenario: cached.  A changed template: tested again."""
+    data = default_board()
+    data["description"] = f"verdict key test {tmp_path}"  # a board of its own: nothing cached yet
+    board = load_board(str(write_board(tmp_path, data)))
+    k = kern.resolve("debian:6.12")
+    first = bisect.verdict(board, k, "deliver", tmp_path / "o1")
+    again = bisect.verdict(board, k, "deliver", tmp_path / "o2")
+    assert (first[0], first[2], again[0], again[2]) == ("pass", False, "pass", True)
+    assert len(fake_runs) == 1
+    key = bisect.verdict_key(board, k, "deliver")
+    assert bisect.verdict_key(board, k, "mask") != key
+    assert bisect.verdict_key(board, kern.resolve("debian:6.1.0-56"), "deliver") != key
+
+    _changed_guest_template(monkeypatch)
+    assert bisect.verdict_key(board, k, "deliver") != key
+    fixed = bisect.verdict(board, k, "deliver", tmp_path / "o3")
+    assert fixed[2] is False and len(fake_runs) == 2
