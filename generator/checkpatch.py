@@ -39,18 +39,29 @@ def _extract(tmp: Path) -> None:
                           capture_output=True, check=True).stdout
     outer = tmp / "fsys.tar"
     outer.write_bytes(fsys)
+    # Members are copied out by content (extractfile), never by the archive's own paths and
+    # modes: safe without tarfile's extraction filters (Debian 12's Python 3.11.2 has none).
+    inner_path = tmp / "linux-source.tar.xz"
     with tarfile.open(outer) as tf:
-        inner = next(m for m in tf.getmembers() if m.name.endswith(".tar.xz"))
-        tf.extract(inner, tmp, filter="data")
-    with tarfile.open(tmp / inner.name, "r:xz") as src:
+        inner = next(m for m in tf.getmembers() if m.isfile() and m.name.endswith(".tar.xz"))
+        with tf.extractfile(inner) as fin, open(inner_path, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    found = 0
+    with tarfile.open(inner_path, "r:xz") as src:
         for member in src:
             rel = member.name.split("/", 1)[-1]
-            if rel in _FILES:
-                member.name = rel
-                src.extract(member, tmp, filter="data")
-                if len(list((tmp / "scripts").glob("*"))) == len(_FILES):
+            if rel in _FILES and member.isfile():
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with src.extractfile(member) as fin:
+                    dest.write_bytes(fin.read())
+                dest.chmod(0o755 if rel.endswith(".pl") else 0o644)
+                found += 1
+                if found == len(_FILES):
                     break
-    for f in [*debs, outer, tmp / inner.name]:
+    if found != len(_FILES):
+        raise EnvironmentProblem(f"{debs[0].name}: holds {found} of {', '.join(_FILES)}")
+    for f in [*debs, outer, inner_path]:
         f.unlink()
     for d in sorted(tmp.iterdir()):
         if d.name != "scripts" and d.is_dir():

@@ -80,10 +80,14 @@ def kill_all() -> int:
         _STOPPING.set()
         children = list(_LIVE)
     for child in children:
-        try:
-            os.kill(child.pid, signal.SIGKILL)
-        except (ProcessLookupError, TypeError):
-            pass
+        # The pty made the guest a session and process-group leader: the group holds what it
+        # started itself (virtme-ng's QEMU), which its parent-death signal cannot reach.
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(child.pid, signal.SIGKILL)
+                break
+            except (ProcessLookupError, PermissionError, TypeError):
+                continue
     return len(children)
 
 
