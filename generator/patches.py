@@ -28,6 +28,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from .. import hostprogs
 from ..cache import locked
 from ..errors import BuildError, EnvironmentProblem, InputError
 
@@ -179,13 +180,16 @@ def series_commit(source, name: str, identity: Identity | None = None) -> str:
 def write_series(source, name: str, out: Path, identity: Identity | None = None) -> list[Path]:
     """Write the series as ``git format-patch`` files (cover letter first) into ``out``."""
     si = info(name)
+    identity = identity or default_identity()
     tip = series_commit(source, name, identity)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.patch"):
         old.unlink()
+    # The cover letter is from the committer: given here, so no git user.name/email is needed.
     _git(source.tree, "format-patch", "-q", "--cover-letter", f"--base={source.commit}", "--thread=shallow",
-         "-o", str(out), f"{source.commit}..{tip}", env={"GIT_COMMITTER_DATE": COMMIT_DATE},
-         what="git format-patch")
+         "-o", str(out), f"{source.commit}..{tip}",
+         env={"GIT_COMMITTER_DATE": COMMIT_DATE, "GIT_COMMITTER_NAME": identity.name,
+              "GIT_COMMITTER_EMAIL": identity.email}, what="git format-patch")
     patches = sorted(out.glob("*.patch"))
     cover = patches[0]
     text = cover.read_text().replace("*** SUBJECT HERE ***", si.subject, 1)
@@ -196,11 +200,8 @@ def write_series(source, name: str, out: Path, identity: Identity | None = None)
 def checkpatch(source, patch: Path) -> CheckReport:
     """Run the source's own ``scripts/checkpatch.pl --strict`` on one patch file."""
     script = source.tree / "scripts" / "checkpatch.pl"
-    try:
-        proc = subprocess.run(["perl", str(script), "--strict", "--show-types", str(patch)], cwd=source.tree,
-                              capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise EnvironmentProblem("perl: command not found (run 'make setup' as root)") from None
+    proc = subprocess.run([hostprogs.require("perl"), str(script), "--strict", "--show-types", str(patch)],
+                          cwd=source.tree, capture_output=True, text=True, check=False)
     m = _TOTAL.search(proc.stdout)
     if not m:
         raise EnvironmentProblem(f"checkpatch.pl gave no summary for {patch.name}: {proc.stdout[-300:]}")
