@@ -313,7 +313,9 @@ def _handle_signals() -> None:
     import signal
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+        # An inherited "ignore" stays (a background job's SIGINT, nohup's SIGHUP).
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _on_signal)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,10 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     _p("mmdebstrap", "mmdebstrap", "make check-fresh: a throw-away Debian 12 root", optional=True),
     _p("unshare", "util-linux", "make check-fresh: private mounts of /proc and /dev", optional=True),
     _p("chroot", "coreutils", "make check-fresh: running the suite in the fresh root", optional=True),
-    # From the venv, not Debian.
+    # From the venv, not Debian; and what it runs on the host itself.
     _p("vng", "virtme-ng", "the virtme-ng boot backend (--backend vng)", source="venv"),
+    _p("file", "file", "virtme-ng: telling a static busybox and the kernel version (--backend vng)"),
+    _p("modprobe", "kmod", "virtme-ng: its guest's module loading (--backend vng)"),
 ]}
 
 #: Debian packages that provide no program msiforge runs, and why they are needed.

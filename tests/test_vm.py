@@ -144,10 +144,24 @@ def test_guest_fault_is_its_own_verdict(tmp_path, fault):
 
 
 @pytest.mark.build
-@pytest.mark.parametrize("fault", ["warn", "oops", "vm-crash"])
+@pytest.mark.parametrize("fault", ["warn",  # CONFIG_BUG in msiforge's own config; the rest as on Debian's
+                                   pytest.param("oops", marks=pytest.mark.slow),
+                                   pytest.param("vm-crash", marks=pytest.mark.slow)])
 def test_guest_fault_on_a_source_kernel(tmp_path, fault):
     """Self-built kernels report WARN and oops too (CONFIG_BUG, which tinyconfig drops) and have /dev/mem."""
     _check_fault_verdict(tmp_path, fault, "--kernel", "source:6.12")
+
+
+def _as_a_foreground_job() -> None:
+    """In the child: SIGINT and SIGHUP as a terminal's foreground job has them.
+
+    A shell starts background jobs with SIGINT ignored, and nohup ignores
+    SIGHUP; msiforge keeps an inherited "ignore", so the test must not inherit one.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _start_hanging_run(tmp_path):
@@ -158,7 +172,8 @@ def _start_hanging_run(tmp_path):
     path = write_board(tmp_path, SMALL)
     run_dir = tmp_path / "run"
     child = subprocess.Popen([*MSIFORGE, "run", str(path), "--guest-fault", "hang-soft", "--out", str(run_dir)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_as_a_foreground_job)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _qemu_pids(str(run_dir)):
         time.sleep(0.2)
