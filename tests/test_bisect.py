@@ -58,11 +58,17 @@ def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
     """
     from msiforge import source_kernels
 
+    from msiforge.cache import cache_root
+
     series_tip = source_kernels.target("source:6.12+pci-ims").commit
-    tree = tmp_path / "linux"
-    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout",
-                    str(source_kernels.pristine("6.12").tree), str(tree)], check=True)
-    _git(tree, "checkout", "-q", "-b", "work", series_tip)
+    # One tree kept in the cache between runs: its build slot (keyed by the tree's path) is then
+    # rebuilt incrementally, where a new path each run would mean a full build without ccache hits.
+    tree = cache_root() / "test-trees" / "bisect-run-linux"
+    if not (tree / ".git").exists():
+        subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout",
+                        str(source_kernels.pristine("6.12").tree), str(tree)], check=True)
+    subprocess.run(["git", "-C", str(tree), "bisect", "reset", "-q"], capture_output=True)
+    _git(tree, "checkout", "-q", "-f", "-B", "work", series_tip)
     board = write_board(tmp_path, {"name": "inverted", "fires": 2, "boot_timeout": 30,
                                    "devices": [{"name": "s0", "storage": "ims", "slots": 2, "mask": "source"}]})
     good = _git(tree, "rev-parse", "HEAD")
@@ -96,16 +102,5 @@ def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
     _git(tree, "checkout", "-q", "work")
     _git(tree, "bisect", "start", tip, good)
     out = subprocess.run(["git", "-C", str(tree), "bisect", "run", *run], capture_output=True, text=True)
-    _drop_build_slot(tree)
+    _git(tree, "bisect", "reset", "-q")
     assert f"{breaking} is the first bad commit" in out.stdout, out.stdout + out.stderr
-
-
-def _drop_build_slot(tree):
-    """The tree was a temporary clone: its kernel build directory in the cache goes with it."""
-    import shutil
-
-    from msiforge.cache import cache_root
-
-    for state in (cache_root() / "kbuild").glob("tree-*/state.json"):
-        if f"tree:{tree}" in state.read_text():
-            shutil.rmtree(state.parent, ignore_errors=True)
