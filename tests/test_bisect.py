@@ -67,7 +67,7 @@ def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
     if not (tree / ".git").exists():
         subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout",
                         str(source_kernels.pristine("6.12").tree), str(tree)], check=True)
-    subprocess.run(["git", "-C", str(tree), "bisect", "reset", "-q"], capture_output=True)
+    subprocess.run(["git", "-C", str(tree), "bisect", "reset"], capture_output=True)  # a run stopped midway
     _git(tree, "checkout", "-q", "-f", "-B", "work", series_tip)
     board = write_board(tmp_path, {"name": "inverted", "fires": 2, "boot_timeout": 30,
                                    "devices": [{"name": "s0", "storage": "ims", "slots": 2, "mask": "source"}]})
@@ -102,5 +102,5 @@ def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
     _git(tree, "checkout", "-q", "work")
     _git(tree, "bisect", "start", tip, good)
     out = subprocess.run(["git", "-C", str(tree), "bisect", "run", *run], capture_output=True, text=True)
-    _git(tree, "bisect", "reset", "-q")
+    _git(tree, "bisect", "reset")
     assert f"{breaking} is the first bad commit" in out.stdout, out.stdout + out.stderr
