@@ -159,11 +159,12 @@ class _Checker:
         raise BoardError(self.display, fieldname, reason)
 
     def mapping(self, value: Any, fieldname: str, allowed: set[str]) -> dict:
+        where = fieldname or "<document>"  # the top level has no field name of its own
         if not isinstance(value, dict):
-            self.fail(fieldname, f"must be a mapping, got {_typename(value)}")
+            self.fail(where, f"must be a mapping, got {_typename(value)}")
         for key in value:
             if not isinstance(key, str):
-                self.fail(fieldname, f"keys must be strings, got {key!r}")
+                self.fail(where, f"keys must be strings, got {key!r}")
             if key not in allowed:
                 self.fail(_join(fieldname, key), f"unknown field (known: {', '.join(sorted(allowed))})")
         return value

@@ -93,6 +93,14 @@ def _load_text(text: str):
             return None
 
 
+def test_a_key_that_is_not_a_string_names_the_document():
+    """YAML '?' is a mapping with a null key (found by the random-text test on a fresh machine)."""
+    with tempfile.TemporaryDirectory() as tmp, pytest.raises(BoardError) as exc:
+        (Path(tmp) / "b.yaml").write_text("?")
+        validate(read_yaml(Path(tmp) / "b.yaml", "b.yaml"), "b.yaml")
+    assert str(exc.value) == "b.yaml: <document>: keys must be strings, got None"
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_DOCS)
 def test_random_documents_give_clean_errors_or_boards(doc):
