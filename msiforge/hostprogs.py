@@ -113,12 +113,9 @@ def install_audit(log_path: str) -> None:
     against the registry too (``tests/test_hostprogs.py``).
     """
     def hook(event: str, args: tuple) -> None:
-        if event == "subprocess.Popen":
-            exe, argv = args[0], args[1]
-        elif event in ("os.exec", "os.posix_spawn"):
-            exe, argv = args[0], args[1]
-        else:
+        if event not in ("subprocess.Popen", "os.exec", "os.posix_spawn"):
             return
+        exe, argv = args[0], args[1]  # all three events start (executable, argv, ...)
         if isinstance(argv, (str, bytes)):
             argv = [argv]
         first = exe if exe is not None else (argv[0] if argv else "")
@@ -239,8 +236,7 @@ def report() -> str:
     """A table of every registered program: present or not, its package and what needs it."""
     rows = []
     for p in PROGRAMS.values():
-        where = which(p.name) if p.source == "venv" else shutil.which(p.name)
-        state = "ok" if where else ("absent (optional)" if p.optional else "MISSING")
+        state = "ok" if which(p.name) else ("absent (optional)" if p.optional else "MISSING")
         rows.append(f"{p.name:26} {state:18} {p.package:28} {p.needed_for}")
     return "\n".join(rows)
 
