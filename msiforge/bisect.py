@@ -1,7 +1,7 @@
 """`msiforge bisect`: find the first kernel whose verdict differs from the good one.
 
 Kernels between ``--good`` and ``--bad`` come from the Debian package index
-(or ``--kernels``), ordered by version.  The good kernel is booted once for
+(or ``--kernel``), ordered by version.  The good kernel is booted once for
 the reference verdict; the search then assumes the bad one differs and
 binary-searches the kernels after good, booting only midpoints (the bad
 kernel itself is booted only if the search lands on it).  Every verdict is
@@ -27,10 +27,7 @@ from .board import Board
 from .cache import atomic_write, cache_root, usable_dir
 from .errors import InputError
 from .kspec import parse_spec
-
-
-#: Verdicts that may be the machine's fault rather than the kernel's: tried again next time.
-_NOT_CACHED = {"boot-timeout", "vm-crashed", "build-failed"}
+from .verdict import BAD, GOOD, SKIP
 
 
 @dataclass
@@ -111,7 +108,7 @@ def candidates(good: str, bad: str, explicit: list[str] | None = None) -> list[k
         ordered = sorted({kern.resolve(s, available) for s in explicit})
         for k, name in ((g, good), (b, bad)):
             if k not in ordered:
-                raise InputError(f"--kernels must include {name} ({k.release})")
+                raise InputError(f"--kernel: the list must include {name} ({k.release})")
         return [k for k in ordered if g <= k <= b]
     return [k for k in available if k.flavour == g.flavour and g <= k <= b]
 
@@ -131,11 +128,10 @@ def verdict(board: Board, k: kern.DebianKernel, scenario: str, out: Path) -> tup
     result = runner.run(board, [_spec_of(k)], [scenario], out / k.release, jobs=1)
     kr = result.kernels[0]
     scen = kr.scenarios[0]
-    # A boot failure is the verdict; otherwise the scenario's own.
-    v = scen.status if kr.verdict in ("pass", "fail") else kr.verdict
+    v = kr.verdict_of(scenario)
     secs = time.monotonic() - start
     log = kr.console_log
-    if v not in _NOT_CACHED:
+    if not v.cannot_say:  # the machine's fault, maybe, not the kernel's: tried again next time
         atomic_write(entry, json.dumps({"verdict": v, "seconds": secs, "log": log,
                                         "diagnostics": scen.diagnostics}) + "\n")
     return v, secs, False, log, scen.diagnostics
@@ -186,10 +182,9 @@ def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
 
 # --------------------------------------------------------------------------- git bisect run
 
-#: Exit codes `git bisect run` understands (anything from 1 to 127 but 125 means bad).
-GOOD, BAD, SKIP = 0, 1, 125
-#: Verdicts that say nothing about the commit: the harness could not test it.
-CANNOT_SAY = {"build-failed", "boot-timeout", "vm-crashed"}
+#: `git bisect run` exit codes (GOOD, BAD, SKIP: anything from 1 to 127 but 125 means bad) and
+#: which verdict gives which: msiforge/verdict.py.
+__all__ = ["GOOD", "BAD", "SKIP", "bisect", "bisect_run", "bisect_series", "bisect_run_command"]
 
 
 def bisect_run(board: Board, scenario: str, tree: Path, out: Path, fault: str | None = None) -> tuple[int, str]:
@@ -206,10 +201,10 @@ def bisect_run(board: Board, scenario: str, tree: Path, out: Path, fault: str | 
     except BuildError as exc:
         return SKIP, f"skip (125): the kernel does not build: {exc}"
     k = result.kernels[0]
-    v = k.scenarios[0].status if k.verdict in ("pass", "fail") else k.verdict
-    if v == "pass":
+    v = k.verdict_of(scenario)
+    if v.bisect_code == GOOD:
         return GOOD, f"good (0): {scenario} passed on {k.release}"
-    if v in CANNOT_SAY:
+    if v.bisect_code == SKIP:
         return SKIP, f"skip (125): {v}: {k.detail}"
     return BAD, f"bad (1): {scenario}: {v} on {k.release}; log: {k.console_log}"
 

@@ -1,4 +1,4 @@
-"""Run results: the verdict model and its JSON, JUnit XML and terminal forms."""
+"""Run results and their JSON and JUnit XML forms (the verdicts themselves: msiforge/verdict.py)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import atomic_write
+from .verdict import ScenarioResult, Verdict
 
-PASS = "pass"
-FAIL = "fail"
+PASS = Verdict.PASS
+FAIL = Verdict.FAIL
 
-
-@dataclass
-class ScenarioResult:
-    """One scenario on one kernel: pass, fail, or the boot verdict that prevented it."""
-
-    name: str
-    status: str
-    devices: dict[str, str] = field(default_factory=dict)
-    diagnostics: list[str] = field(default_factory=list)
-    seconds: float | None = None  # wall-clock, as the host saw the guest's result lines
-
-    @property
-    def passed(self) -> bool:
-        return self.status == PASS
+__all__ = ["PASS", "FAIL", "ScenarioResult", "KernelResult", "RunResult", "write_json", "write_junit"]
 
 
 @dataclass
@@ -34,7 +22,7 @@ class KernelResult:
 
     spec: str
     release: str
-    verdict: str  # pass | fail | a boot verdict (panic, boot-timeout, build-failed, ...)
+    verdict: Verdict
     detail: str = ""
     timing: str = ""
     boot_seconds: float | None = None
@@ -46,6 +34,12 @@ class KernelResult:
     @property
     def passed(self) -> bool:
         return self.verdict == PASS and all(s.passed for s in self.scenarios)
+
+    def verdict_of(self, scenario: str) -> Verdict:
+        """One scenario's verdict: the kernel's when the boot itself failed (a panic, a hang), else its own."""
+        if self.verdict not in (PASS, FAIL):
+            return Verdict(self.verdict)
+        return Verdict(next(s.status for s in self.scenarios if s.name == scenario))
 
 
 @dataclass
@@ -82,19 +76,23 @@ def write_json(result: RunResult, path: Path) -> None:
 
 
 def write_junit(result: RunResult, path: Path) -> None:
-    """JUnit XML: one testsuite per kernel, one testcase per scenario."""
+    """JUnit XML: one testsuite per kernel, one testcase per scenario.
+
+    A scenario whose code is wrong is a ``failure``; one that could not be
+    tested (the build failed, the guest never booted, QEMU died) is an ``error``.
+    """
     suites = ET.Element("testsuites", name=f"msiforge {result.board}")
     for k in result.kernels:
-        failures = sum(1 for s in k.scenarios if not s.passed)
+        kinds = [Verdict(s.status).junit for s in k.scenarios]
         suite = ET.SubElement(suites, "testsuite", name=f"{result.board} {k.spec} ({k.release})",
-                              tests=str(len(k.scenarios)), failures=str(failures), errors="0",
-                              time=f"{k.seconds:.2f}")
-        for s in k.scenarios:
+                              tests=str(len(k.scenarios)), failures=str(kinds.count("failure")),
+                              errors=str(kinds.count("error")), time=f"{k.seconds:.2f}")
+        for s, kind in zip(k.scenarios, kinds):
             case = ET.SubElement(suite, "testcase", classname=f"{result.board}.{k.release}", name=s.name,
                                  time=f"{s.seconds or 0:.3f}")
-            if not s.passed:
+            if kind:
                 msg = s.status if s.status != FAIL else "; ".join(s.diagnostics[:3]) or "failed"
-                fail = ET.SubElement(case, "failure", message=msg, type=s.status)
+                fail = ET.SubElement(case, kind, message=msg, type=s.status)
                 fail.text = "\n".join(s.diagnostics + ([k.detail] if k.detail else []))
             out = ET.SubElement(case, "system-out")
             out.text = f"console log: {k.console_log}"

@@ -1,9 +1,12 @@
-"""Drive a guest over its serial console with pexpect and name what happened.
+"""Drive a guest over its serial console with pexpect, and record what happened.
 
-Every outcome is a verdict, never a hang: the guest finishing its script,
-a kernel panic, an oops, a BUG, a WARN, a call trace, silence until the boot
-timeout, a stuck script until the scenario timeout, or QEMU dying.  The full
-console is kept in a log file.
+The console is transport only: it keeps the whole console in a log file and
+records the run's events (the guest's script started, the guest said it was
+done, QEMU exited, a timeout in the boot or the scenario phase, when each
+KTAP step arrived) as :class:`msiforge.verdict.Events`.  It never hangs: the
+boot and scenario timeouts bound every wait.  What the log and events mean
+(panic, oops, WARN, ..., pass) is decided elsewhere, by
+:func:`msiforge.verdict.decide`, which also works on a saved log.
 """
 
 from __future__ import annotations
@@ -14,26 +17,17 @@ import re
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pexpect
 
-START = "msiforge-guest: start"
-DONE = "msiforge-guest: done"
+from ..verdict import DONE, START, Events
+
+__all__ = ["START", "DONE", "EOL", "STEP", "run", "spawn", "kill_all", "die_with_parent"]
 
 #: The end of a console line.  A pattern that captures text ends with it, so pexpect
-#: never matches a line of which only a part has arrived (``smoke: result p``).
+#: never matches a line of which only a part has arrived (``ok 1 deli``).
 EOL = r"(?=\r*\n)"
-#: Console patterns that make a run fail, most severe first.
-FAULTS: list[tuple[str, str]] = [
-    ("panic", r"Kernel panic - not syncing[^\r\n]*" + EOL),
-    ("oops", r"(?:Oops: [^\r\n]*|\bOops\b[^\r\n]*)" + EOL),
-    ("bug", r"\bBUG: [^\r\n]*" + EOL),
-    ("warn", r"WARNING: [^\r\n]*" + EOL),
-    ("call-trace", r"Call Trace:"),
-]
-SEVERITY = {name: i for i, (name, _) in enumerate(FAULTS)}
 #: A top-level KTAP result line ("ok 2 deliver"), timed by the host as it arrives.
 STEP = r"\n(?:not )?ok \d+ ([a-z][a-z-]*)" + EOL
 
@@ -91,74 +85,46 @@ def kill_all() -> int:
     return len(children)
 
 
-@dataclass
-class Console:
-    """What one boot produced."""
-
-    verdict: str  # completed | panic | oops | bug | warn | call-trace | boot-timeout | scenario-timeout | vm-crashed
-    detail: str
-    log: Path
-    boot_seconds: float | None
-    seconds: float
-    #: Wall-clock seconds of each top-level KTAP step (load, then each scenario).
-    step_seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def lines(self) -> list[str]:
-        # The pty turns the guest's \r\n into \r\r\n: split on \n only.
-        text = self.log.read_bytes().decode("utf-8", errors="replace")
-        return [line.rstrip("\r") for line in text.split("\n")]
-
-
 def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float,
-        env: dict[str, str] | None = None) -> Console:
-    """Boot with ``argv`` and watch the console until the guest is done or a verdict is reached."""
+        scenarios: list[str], env: dict[str, str] | None = None) -> Events:
+    """Boot with ``argv``, log the console to ``log`` and record the events until the guest is done.
+
+    The boot phase lasts until the guest's script starts (``boot_timeout``),
+    the scenario phase until it is done (``scenario_timeout``).  A guest that
+    panics powers off (panic=-1, -no-reboot): QEMU exits and that ends the run.
+    """
     start = time.monotonic()
-    faults: list[tuple[str, str]] = []
-    steps: dict[str, float] = {}
-    boot_seconds = None
-    verdict, detail = "", ""
+    ev = Events(ending="timeout", scenarios=list(scenarios), boot_timeout=boot_timeout,
+                scenario_timeout=scenario_timeout)
     with open(log, "w", encoding="utf-8", errors="replace") as logfh:
         child = spawn(argv, encoding="utf-8", codec_errors="replace",
                       timeout=None, logfile=logfh, echo=False, dimensions=(50, 250), env=env)
         try:
-            patterns = [re.escape(START), re.escape(DONE)] + [p for _, p in FAULTS] + [pexpect.EOF, pexpect.TIMEOUT]
-            patterns.append(STEP)
-            n_faults = len(FAULTS)
+            patterns = [re.escape(START), re.escape(DONE), pexpect.EOF, pexpect.TIMEOUT, STEP]
             deadline = start + boot_timeout
             last = start
             while True:
                 idx = child.expect(patterns, timeout=max(0.05, deadline - time.monotonic()))
-                if idx == len(patterns) - 1:  # a top-level KTAP result: time the step
-                    now = time.monotonic()
-                    steps[child.match.group(1)] = round(now - last, 3)
+                now = time.monotonic()
+                if idx == 4:  # a top-level KTAP result: time the step
+                    ev.step_seconds[child.match.group(1)] = round(now - last, 3)
                     last = now
-                    continue
-                if idx == 0:  # the guest's init is running the script
-                    boot_seconds = time.monotonic() - start
-                    last = time.monotonic()
-                    deadline = time.monotonic() + scenario_timeout
+                elif idx == 0:  # the guest's init is running the script
+                    ev.started = True
+                    ev.boot_seconds = now - start
+                    last = now
+                    deadline = now + scenario_timeout
                 elif idx == 1:
-                    verdict = "completed"
+                    ev.ending = "done"
                     _wait_exit(child, 15)
                     break
-                elif idx < 2 + n_faults:
-                    name = FAULTS[idx - 2][0]
-                    faults.append((name, child.after.strip() if isinstance(child.after, str) else name))
-                    if name == "panic":
-                        _wait_exit(child, 10)
-                        break
-                elif idx == 2 + n_faults:  # EOF: QEMU exited before the guest said it was done
-                    verdict = "vm-crashed"
+                elif idx == 2:  # EOF: QEMU exited before the guest said it was done
+                    ev.ending = "exited"
                     child.close()
-                    detail = f"QEMU exited (status {child.exitstatus if child.exitstatus is not None else child.signalstatus})"
+                    ev.exit_status = child.exitstatus if child.exitstatus is not None else child.signalstatus
                     break
                 else:
-                    if boot_seconds is None:
-                        verdict, detail = "boot-timeout", f"no '{START}' within {boot_timeout:g} s"
-                    else:
-                        verdict, detail = "scenario-timeout", f"guest script not done within {scenario_timeout:g} s"
-                    break
+                    break  # a timeout: the phase tells which
         finally:
             if child.isalive():
                 child.terminate(force=True)
@@ -166,13 +132,8 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
             child.ptyproc.delayafterclose = 0
             child.close()
             forget(child)
-    if faults:
-        worst = min(faults, key=lambda f: SEVERITY[f[0]])
-        # A fault outranks how the run ended, except that a hang stays visible in the detail.
-        detail = worst[1] + (f"; then {verdict}: {detail}" if verdict not in ("completed", "vm-crashed") else "")
-        verdict = worst[0]
-    return Console(verdict=verdict, detail=detail, log=log, boot_seconds=boot_seconds,
-                   seconds=time.monotonic() - start, step_seconds=steps)
+    ev.seconds = time.monotonic() - start
+    return ev
 
 
 def _wait_exit(child: pexpect.spawn, timeout: float) -> None:

@@ -32,7 +32,7 @@ for arg in $cmdline; do
 done
 case "$fault" in
 hang-hard) while :; do sleep 3600; done ;;
-panic|oops|warn) insmod /modules/msiforge_fault.ko what=$fault ;;
+panic|oops|bug|warn|call-trace) insmod /modules/msiforge_fault.ko what=$fault ;;
 hang-soft) export MSIFORGE_STALL=1 ;;
 load-fail) export MSIFORGE_INSMOD_ARGS=pci_slot=31 ;;
 vm-crash)
@@ -54,7 +54,7 @@ poweroff -f
 
 #: Faults the guest can inject, and the verdict each must produce.
 FAULTS = {
-    "panic": "panic", "oops": "oops", "warn": "warn",
+    "panic": "panic", "oops": "oops", "bug": "bug", "warn": "warn", "call-trace": "call-trace",
     "hang-hard": "boot-timeout", "hang-soft": "scenario-timeout",
     "load-fail": "load-failed", "vm-crash": "vm-crashed",
 }
@@ -69,10 +69,6 @@ def find_busybox() -> Path:
     return Path(hostprogs.require("busybox"))
 
 
-#: Debian architecture of each board arch whose busybox is not the host's.
-_DEBIAN_ARCH = {"arm64": "arm64"}
-
-
 def busybox_for(arch: str) -> Path:
     """The static busybox for a board ``arch``: the host's for x86_64, else Debian's.
 
@@ -81,14 +77,14 @@ def busybox_for(arch: str) -> Path:
     unpacked into the cache; nothing is installed.  ``make setup`` makes
     the architecture known to apt.
     """
-    if arch == "x86_64":
-        return find_busybox()
-    from .. import debs
+    from .. import arches, debs
     from ..cache import cache_root, ensure_entry
 
-    darch = _DEBIAN_ARCH.get(arch)
-    if darch is None:
+    if arch not in arches.names():
         raise EnvironmentProblem(f"no guest busybox for arch {arch!r}")
+    if not arches.get(arch).foreign:
+        return find_busybox()
+    darch = arches.get(arch).debian
     cand = debs.candidate(f"busybox-static:{darch}")
     entry = cache_root() / "tools" / f"busybox-{darch}_{cand.version.replace(':', '_')}"
 

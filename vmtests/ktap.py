@@ -103,6 +103,23 @@ def parse(lines: list[str]) -> TestResult:
     return root
 
 
+_KMSG = re.compile(r"^\[\s*\d+\.\d+\] ")
+
+
+def document(lines: list[str], end: str = "msiforge-guest: done") -> list[str]:
+    """The guest's KTAP document from console ``lines``, without the kernel messages printed in between."""
+    out, inside = [], False
+    for line in lines:
+        if line.startswith("KTAP version"):
+            inside = True
+        if inside:
+            if line.startswith(end):
+                break
+            if not _KMSG.match(line):
+                out.append(line)
+    return out
+
+
 def _missing(node: TestResult) -> bool:
     return node.plan is not None and len(node.subtests) < node.plan
 

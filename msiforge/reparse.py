@@ -1,0 +1,77 @@
+"""`msiforge parse RUN_DIR`: re-derive every verdict of a saved run, offline.
+
+A run directory holds, per kernel, ``console.log`` and ``events.json`` (what
+the console saw: how the boot ended, when each step arrived).  The verdicts
+come from :func:`msiforge.verdict.decide` on those two files, exactly as
+during the run, so a changed verdict rule can be checked against old runs
+and a run copied from another machine reads the same here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import InputError
+from .results import KernelResult, RunResult
+from .verdict import Events, Verdict, decide, read_log
+
+EVENTS = "events.json"
+
+
+def kernel_dirs(run_dir: Path) -> list[Path]:
+    """The kernel directories of a run (or the one kernel directory given)."""
+    if (run_dir / EVENTS).is_file():
+        return [run_dir]
+    found = sorted(p.parent for p in run_dir.glob(f"*/{EVENTS}"))
+    if not found:
+        if not run_dir.is_dir():
+            raise InputError(f"{run_dir}: no such run directory")
+        raise InputError(f"{run_dir}: no {EVENTS} in it or in its kernel directories: not a msiforge run directory")
+    return found
+
+
+def kernel_result(kdir: Path, events: Events, spec: str, timing: str = "") -> KernelResult:
+    """One kernel's result, decided from its directory's console.log and ``events``."""
+    log = kdir / "console.log"
+    decision = decide(read_log(log), events)
+    return KernelResult(spec=spec, release=kdir.name, verdict=decision.verdict, detail=decision.detail,
+                        timing=timing, boot_seconds=events.boot_seconds, seconds=events.seconds,
+                        console_log=str(log) if log.is_file() and events.ending != "build-failed" else "",
+                        ktap_log=str(kdir / "ktap.txt") if (kdir / "ktap.txt").is_file() else "",
+                        scenarios=decision.scenarios)
+
+
+def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:
+    """The run's results re-derived from its logs, and how they differ from its results.json."""
+    saved = {}
+    board, accel = run_dir.name, "as recorded"
+    if (run_dir / "results.json").is_file():
+        data = json.loads((run_dir / "results.json").read_text())
+        board, accel = data.get("board", board), data.get("accel", accel)
+        saved = {k["release"]: k for k in data.get("kernels", [])}
+    result = RunResult(board=board, run_dir=run_dir, accel=accel)
+    differences = []
+    for kdir in kernel_dirs(run_dir):
+        try:
+            events = Events.load(kdir / EVENTS)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InputError(f"{kdir / EVENTS}: {exc}") from None
+        old = saved.get(kdir.name, {})
+        k = kernel_result(kdir, events, old.get("spec", kdir.name), old.get("timing", ""))
+        result.kernels.append(k)
+        if old and old.get("verdict") != k.verdict:
+            differences.append(f"{kdir.name}: results.json says {old.get('verdict')}, the log says {k.verdict}")
+        for s, o in zip(k.scenarios, old.get("scenarios", [])):
+            if o.get("status") != s.status:
+                differences.append(f"{kdir.name} {s.name}: results.json says {o.get('status')}, "
+                                   f"the log says {s.status}")
+    return result, differences
+
+
+def exit_code(result: RunResult) -> int:
+    """0 when everything passed, else 1 (as `msiforge run`)."""
+    return 0 if result.passed else 1
+
+
+__all__ = ["kernel_dirs", "reparse", "exit_code", "Verdict"]

@@ -1,0 +1,221 @@
+"""Verdicts: one type, decided in one place, from what a boot left behind.
+
+The console (vmtests/console.py) only records: the log, and the run's
+:class:`Events` (did the guest's script start, how did the run end: the guest
+said it was done, QEMU exited, a timeout; when each KTAP step arrived).  The
+build stage records a failed build the same way.  :func:`decide` turns the
+log, the events and the guest's KTAP into one :class:`Verdict` per kernel and
+per scenario.  It does no I/O besides reading what it is given, so every
+verdict can be re-derived offline from a saved run directory
+(``msiforge parse``), and the verdict tests need no boot.
+
+Each verdict carries its severity (which one wins when several apply), its
+`git bisect run` exit code and how JUnit reports it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .vmtests import ktap
+
+#: `git bisect run` exit codes: good, bad, and "cannot test this commit".
+GOOD, BAD, SKIP = 0, 1, 125
+
+#: The guest script's first and last console lines.
+START = "msiforge-guest: start"
+DONE = "msiforge-guest: done"
+
+
+class Verdict(enum.StrEnum):
+    """What one kernel (or one scenario on it) came to.  The string is the JSON/KTAP name."""
+
+    def __new__(cls, value: str, rank: int, bisect_code: int, junit: str | None, meaning: str):
+        obj = str.__new__(cls, value)
+        obj._value_ = value
+        obj.rank = rank  # lower is more severe: it wins over the others
+        obj.bisect_code = bisect_code
+        obj.junit = junit  # JUnit element: failure (the code is wrong), error (it could not be tested), None
+        obj.meaning = meaning
+        return obj
+
+    PANIC = "panic", 0, BAD, "failure", "the kernel panicked"
+    OOPS = "oops", 1, BAD, "failure", "the kernel oopsed"
+    BUG = "bug", 2, BAD, "failure", "the kernel reported a BUG"
+    WARN = "warn", 3, BAD, "failure", "the kernel WARNed"
+    CALL_TRACE = "call-trace", 4, BAD, "failure", "the kernel printed a call trace"
+    VM_CRASHED = "vm-crashed", 5, SKIP, "error", "QEMU exited before the guest was done"
+    BOOT_TIMEOUT = "boot-timeout", 6, SKIP, "error", "the guest's script never started"
+    SCENARIO_TIMEOUT = "scenario-timeout", 7, BAD, "failure", "the guest's script did not finish in time"
+    BUILD_FAILED = "build-failed", 8, SKIP, "error", "the modules did not build (W=1)"
+    LOAD_FAILED = "load-failed", 9, BAD, "failure", "a driver did not load or bind its device"
+    FAIL = "fail", 10, BAD, "failure", "a scenario's check failed"
+    MISSING = "missing", 11, BAD, "failure", "the guest finished without reporting the scenario"
+    PASS = "pass", 12, GOOD, None, "every check passed"
+
+    @property
+    def passed(self) -> bool:
+        return self is Verdict.PASS
+
+    @property
+    def cannot_say(self) -> bool:
+        """The harness could not test the code (a bisect skips it; it is not cached as a fact)."""
+        return self.bisect_code == SKIP
+
+
+#: Kernel reports that fail a run, most severe first, searched in each whole line of the log.
+FAULTS: list[tuple[Verdict, re.Pattern]] = [
+    (Verdict.PANIC, re.compile(r"Kernel panic - not syncing[^\r\n]*")),
+    (Verdict.OOPS, re.compile(r"(?:Oops: [^\r\n]*|\bOops\b[^\r\n]*)")),
+    (Verdict.BUG, re.compile(r"\bBUG: [^\r\n]*")),
+    (Verdict.WARN, re.compile(r"WARNING: [^\r\n]*")),
+    (Verdict.CALL_TRACE, re.compile(r"Call Trace:")),
+]
+
+
+@dataclass
+class Events:
+    """What the transport saw, and when: written beside the console log as events.json.
+
+    ``ending`` is ``done`` (the guest printed DONE), ``exited`` (QEMU exited
+    first, ``exit_status``), ``timeout`` (in the boot phase if the script never
+    ``started``, else in the scenario phase) or ``build-failed`` (nothing was
+    booted; ``build_error`` says why).
+    """
+
+    ending: str
+    scenarios: list[str]
+    started: bool = False
+    exit_status: int | str | None = None
+    boot_timeout: float = 0.0
+    scenario_timeout: float = 0.0
+    boot_seconds: float | None = None
+    seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    build_error: str = ""
+
+    ENDINGS = ("done", "exited", "timeout", "build-failed")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Events":
+        names = set(cls.__dataclass_fields__)
+        ev = cls(**{k: v for k, v in data.items() if k in names})
+        if ev.ending not in cls.ENDINGS:
+            raise ValueError(f"ending {ev.ending!r}: not one of {', '.join(cls.ENDINGS)}")
+        return ev
+
+    @classmethod
+    def load(cls, path: Path) -> "Events":
+        return cls.from_json(json.loads(path.read_text()))
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario on one kernel: pass, fail, or the verdict that prevented it."""
+
+    name: str
+    status: Verdict
+    devices: dict[str, str] = field(default_factory=dict)
+    diagnostics: list[str] = field(default_factory=list)
+    seconds: float | None = None  # wall-clock, as the host saw the guest's result lines
+
+    @property
+    def passed(self) -> bool:
+        return self.status == Verdict.PASS
+
+
+@dataclass
+class Decision:
+    """One kernel's verdict, why, and each scenario's."""
+
+    verdict: Verdict
+    detail: str
+    scenarios: list[ScenarioResult]
+
+
+def faults(lines: list[str]) -> list[tuple[Verdict, str]]:
+    """Every kernel report in ``lines``: (verdict, the reporting text), in order."""
+    found = []
+    for line in lines:
+        for verdict, pattern in FAULTS:
+            if m := pattern.search(line):
+                found.append((verdict, m.group(0).strip()))
+    return found
+
+
+def _ending(events: Events) -> tuple[Verdict | None, str]:
+    """The verdict of how the run ended, if it ended early, and its detail."""
+    if events.ending == "exited":
+        return Verdict.VM_CRASHED, f"QEMU exited (status {events.exit_status})"
+    if events.ending == "timeout" and not events.started:
+        return Verdict.BOOT_TIMEOUT, f"no '{START}' within {events.boot_timeout:g} s"
+    if events.ending == "timeout":
+        return Verdict.SCENARIO_TIMEOUT, f"guest script not done within {events.scenario_timeout:g} s"
+    return None, ""
+
+
+def decide(lines: list[str], events: Events) -> Decision:
+    """The verdicts of one boot: from its console ``lines``, its ``events`` and the KTAP in the lines.
+
+    Precedence: a build failure is all there is; else the worst kernel report
+    (panic, oops, BUG, WARN, call trace) wins over how the run ended (QEMU
+    exited, a timeout; kept in the detail), which wins over a driver that did
+    not load, over a failed check, over a scenario never reported.
+    """
+    if events.ending == "build-failed":
+        return Decision(Verdict.BUILD_FAILED, events.build_error,
+                        [ScenarioResult(s, Verdict.BUILD_FAILED) for s in events.scenarios])
+    ended, detail = _ending(events)
+    reports = faults(lines)
+    verdict = ended
+    if reports:
+        worst = min(reports, key=lambda r: r[0].rank)
+        # A hang after the report stays visible in the detail.
+        then = f"; then {ended}: {detail}" if ended in (Verdict.BOOT_TIMEOUT, Verdict.SCENARIO_TIMEOUT) else ""
+        verdict, detail = worst[0], worst[1] + then
+    root = ktap.parse(lines)
+    scenarios = _scenarios(root, events, verdict)
+    if verdict is None:
+        if any(s.status is Verdict.LOAD_FAILED for s in scenarios):
+            verdict, detail = Verdict.LOAD_FAILED, "; ".join(scenarios[0].diagnostics[:2])
+        elif all(s.passed for s in scenarios):
+            verdict = Verdict.PASS
+        else:
+            verdict = Verdict.FAIL
+    return Decision(verdict, detail, scenarios)
+
+
+def _scenarios(root: ktap.TestResult, events: Events, boot: Verdict | None) -> list[ScenarioResult]:
+    """One verdict per scenario asked for, from the guest's KTAP tree."""
+    by_name = {t.name: t for t in root.subtests}
+    load = by_name.get("load")
+    out = []
+    for name in events.scenarios:
+        test = by_name.get(name)
+        subs = test.subtests if test else []
+        diags = [d for sub in subs for d in sub.diagnostics]
+        devices = {sub.name: sub.status for sub in subs}
+        if load is not None and load.status == "not ok":
+            verdict = Verdict.LOAD_FAILED
+            diags = [d for sub in load.subtests for d in sub.diagnostics]
+        elif test is None or test.status == "missing":
+            verdict = boot or Verdict.MISSING
+        elif test.ok:
+            verdict = Verdict.PASS
+        else:
+            verdict = Verdict.FAIL
+        out.append(ScenarioResult(name, verdict, devices, diags, events.step_seconds.get(name)))
+    return out
+
+
+def read_log(path: Path) -> list[str]:
+    """A console log's lines (the pty turns the guest's \\r\\n into \\r\\r\\n: split on \\n only)."""
+    text = path.read_bytes().decode("utf-8", errors="replace") if path.exists() else ""
+    return [line.rstrip("\r") for line in text.split("\n")]
