@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import hostprogs
+from .. import arches, hostprogs
 from ..errors import BuildError
 
 _DIAG = re.compile(r"^(?P<file>[^:\s]+\.[ch]):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<kind>warning|error|note): (?P<msg>.*)$")
@@ -60,10 +60,8 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     import time
 
     jobs = jobs or os.cpu_count() or 1
-    from ..source_kernels import build_arch
-
-    cmd = [hostprogs.require("make"), "-s", f"-j{jobs}", "-C", str(build_dir), *build_arch(arch).make_vars, f"M={tree}", "W=1",
-           "modules"]
+    cmd = [hostprogs.require("make"), "-s", f"-j{jobs}", "-C", str(build_dir), *arches.get(arch).make_vars,
+           f"M={tree}", "W=1", "modules"]
     env = dict(os.environ, LC_ALL="C")
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -86,16 +84,14 @@ def strip_for_guest(modules: list[Path], out_dir: Path, arch: str = "x86_64") ->
     The debug sections are most of a module (about 0.5 MB of 0.55 MB here);
     the guest need not unpack or load them.  The built modules keep them.
     """
-    from ..source_kernels import build_arch
-
-    prefix = build_arch(arch).cross_compile
+    strip = arches.get(arch).strip
     out_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for ko in modules:
         dest = out_dir / ko.name
-        proc = subprocess.run([hostprogs.require(f"{prefix}strip"), "--strip-debug", "-o", str(dest), str(ko)],
+        proc = subprocess.run([hostprogs.require(strip), "--strip-debug", "-o", str(dest), str(ko)],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BuildError(f"{prefix}strip --strip-debug {ko.name}: {proc.stderr.strip()}")
+            raise BuildError(f"{strip} --strip-debug {ko.name}: {proc.stderr.strip()}")
         out.append(dest)
     return out

@@ -33,14 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def register_kernels(ksub: argparse._SubParsersAction) -> None:
     """Add ``config`` and ``build`` under ``msiforge kernels``."""
-    from .source_kernels import BUILD_ARCHES
+    from . import arches
 
     kc = ksub.add_parser("config", help="show the configuration fragment a source: / tree: kernel is built with")
     kc.add_argument("spec", metavar="SPEC")
     kb = ksub.add_parser("build", help="build a source: / tree: kernel into the cache (O= dir, ccache)")
     kb.add_argument("spec", metavar="SPEC")
     for k in (kc, kb):
-        k.add_argument("--arch", choices=list(BUILD_ARCHES), default="x86_64",
+        k.add_argument("--arch", choices=list(arches.names()), default="x86_64",
                        help="the board arch to build for (arm64: cross-built; default x86_64)")
 
 

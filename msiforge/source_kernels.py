@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from . import debs, hostprogs, progress
+from . import arches, debs, hostprogs, progress
 from .cache import atomic_write, cache_root, ensure_entry, locked
 from .errors import BuildError, SpecError
 from .kernels import Kernel
@@ -46,50 +46,15 @@ from .kspec import KernelSpec, parse_spec
 
 #: Debian source package per kernel series.
 SOURCE_PACKAGES = {"6.12": "linux-source-6.12", "6.1": "linux-source-6.1"}
-#: The configuration fragment (the board's: q35, PCI/MSI, Intel IR, serial, initramfs, modules).
-#: Shipped as package data (msiforge.kconfigs), so an installed msiforge finds it too.
-CONFIG_FRAGMENT = Path(str(resources.files("msiforge.kconfigs"))) / "x86_64-q35.config"
-
-
-@dataclass(frozen=True)
-class BuildArch:
-    """How kernels (and modules) of one board architecture are configured and built."""
-
-    name: str  # the board's arch
-    fragment: Path
-    image: str  # the bootable image, relative to O=
-    cross_compile: str  # the toolchain prefix, "" for the host's own arch
-    kernel_arch: str  # the kernel's ARCH= for a cross build
-    slot_tag: str  # in the build slot name ("" for x86_64: its slots predate arches)
-
-    @property
-    def make_vars(self) -> tuple[str, ...]:
-        """ARCH= and CROSS_COMPILE= for make (none for the host's own arch)."""
-        if not self.cross_compile:
-            return ()
-        return (f"ARCH={self.kernel_arch}", f"CROSS_COMPILE={self.cross_compile}")
-
-    @property
-    def cc(self) -> str:
-        """The compiler, as CC= of the kernel build."""
-        return f"{self.cross_compile}gcc"
-
-
-#: Board arch -> how to build for it.
-BUILD_ARCHES = {
-    "x86_64": BuildArch("x86_64", CONFIG_FRAGMENT, "arch/x86/boot/bzImage", "", "x86", ""),
-    "arm64": BuildArch("arm64", CONFIG_FRAGMENT.with_name("arm64-virt.config"), "arch/arm64/boot/Image",
-                       "aarch64-linux-gnu-", "arm64", "-arm64"),
-}
-
-
-def build_arch(arch: str) -> BuildArch:
-    """The build description of a board ``arch`` (SpecError naming the known ones)."""
+def build_arch(arch: str) -> arches.Arch:
+    """How kernels (and modules) of a board ``arch`` are configured and built (SpecError naming the known ones)."""
     try:
-        return BUILD_ARCHES[arch]
+        return arches.get(arch)
     except KeyError:
         raise SpecError(f"arch {arch!r}: kernels cannot be built for it "
-                        f"(known: {', '.join(BUILD_ARCHES)})") from None
+                        f"(known: {', '.join(arches.names())})") from None
+
+
 #: The base configuration the fragment is merged onto.
 BASE_CONFIG = "tinyconfig"
 #: Identity and date of the pristine commit: fixed, so the same package gives the same commit.

@@ -68,7 +68,7 @@ def test_device_tree_gives_platform_devices_the_edu_dma_device_id():
     from msiforge.vmtests import dtb, qemu
 
     board = load_board("virt-its")
-    argv = qemu._arm64_command(board, qemu.Accel("tcg", "test"), REPO / "Image", REPO / "initrd", "x", False)
+    argv = qemu.command(board, qemu.Accel("tcg", "test"), REPO / "Image", REPO / "initrd", "x", False)
     path = argv[argv.index("-dtb") + 1]
     dts = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", path], capture_output=True, text=True,
                          check=True).stdout

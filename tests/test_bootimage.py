@@ -9,6 +9,8 @@ import struct
 
 import pytest
 
+from msiforge import arches
+from msiforge.arches import x86_64
 from msiforge.vmtests import bootimage, qemu
 
 
@@ -117,7 +119,7 @@ def test_boot_image_under_kvm_is_the_kernel_itself(tmp_path):
     img = tmp_path / "vmlinuz"
     img.write_bytes(b"not even looked at")
     assert qemu.boot_image(img, qemu.Accel("kvm", "t"), False, tmp_path) == (img, "bzImage")
-    assert qemu.x86_firmware(qemu.Accel("kvm", "t")) == []
+    assert arches.get("x86_64").firmware("kvm") == []
 
 
 def test_boot_image_falls_back_when_the_probe_fails(tmp_path, monkeypatch):
@@ -146,6 +148,6 @@ def test_debian_kernels_boot_by_pvh(spec, fetched_kernels, tmp_path):
 
 def test_x86_cmdline_skips_the_slow_initcalls_only_on_x86():
     x86 = qemu.kernel_cmdline(None, "x86_64").split()
-    assert "initcall_blacklist=" + ",".join(qemu.X86_SKIPPED_INITCALLS) in x86
+    assert "initcall_blacklist=" + ",".join(x86_64.SKIPPED_INITCALLS) in x86
     assert x86[:3] == ["console=ttyS0", "loglevel=5", "panic=-1"]
     assert not any(p.startswith("initcall_blacklist") for p in qemu.kernel_cmdline(None, "arm64").split())

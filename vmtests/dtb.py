@@ -29,6 +29,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 from .. import hostprogs
 from ..board import Board
@@ -62,12 +63,14 @@ def _run(cmd: list[str], what: str) -> str:
     return proc.stdout
 
 
-def board_dtb(board: Board, qemu_argv: list[str]) -> Path:
-    """The DTB to boot ``board`` with: QEMU's for these machine arguments plus the board's nodes.
+def board_dtb(board: Board, argv_for: Callable[[str], list[str]], machine: str) -> Path:
+    """The DTB to boot ``board`` with: QEMU's for this machine plus the board's nodes.
 
-    ``qemu_argv`` is the QEMU command line without ``-kernel``/``-initrd``/
-    ``-append``/``-dtb`` (those do not change the tree QEMU generates).
+    ``argv_for(m)`` is the board's QEMU command line with ``-M m``, without
+    ``-kernel``/``-initrd``/``-append``/``-dtb`` (those do not change the tree
+    QEMU generates); QEMU dumps its tree when ``m`` asks it to (dumpdtb=).
     """
+    qemu_argv = argv_for(machine)
     binary = shutil.which(qemu_argv[0]) or qemu_argv[0]
     st = Path(binary).stat()
     key = hashlib.sha256("\0".join([binary, str(st.st_size), str(st.st_mtime), *qemu_argv[1:],
@@ -75,10 +78,7 @@ def board_dtb(board: Board, qemu_argv: list[str]) -> Path:
     entry = cache_root() / "dtb" / key
 
     def make(tmp: Path) -> None:
-        argv = list(qemu_argv)
-        i = argv.index("-M") + 1
-        argv[i] += f",dumpdtb={tmp / 'qemu.dtb'}"
-        _run(argv, "qemu dumpdtb")
+        _run(argv_for(f"{machine},dumpdtb={tmp / 'qemu.dtb'}"), "qemu dumpdtb")
         dts = _run(["dtc", "-q", "-I", "dtb", "-O", "dts", str(tmp / "qemu.dtb")], "dtc (decompile)")
         m = _ITS_RE.search(dts)
         if not m:

@@ -12,19 +12,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import hostprogs
+from .. import arches, hostprogs
 from ..board import Board
 from ..errors import EnvironmentProblem
 
-QEMU = "qemu-system-x86_64"
-#: arm64 boards: QEMU's virt machine with a GICv3 and its ITS (LPIs for MSIs).
-QEMU_ARM64 = "qemu-system-aarch64"
-ARM64_MACHINE = "virt,gic-version=3,its=on"
-#: -cpu max, with the IMPDEF pointer-authentication algorithm: the
-#: architected QARMA5 is costly to emulate under TCG, which only slows the boot.
-ARM64_CPU = "max,pauth-impdef=on"
-#: The serial console device of each board arch.
-CONSOLE = {"x86_64": "ttyS0", "arm64": "ttyAMA0"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +30,7 @@ class Accel:
 
 
 def qemu_binary(arch: str = "x86_64") -> str:
-    return hostprogs.require(QEMU_ARM64 if arch == "arm64" else QEMU)
+    return hostprogs.require(arches.get(arch).qemu)
 
 
 #: /init of the probe guest: say so, power off.
@@ -65,7 +56,7 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
         initrd = initramfs.build_minimal(Path(tmp) / "probe.cpio", _PROBE_INIT, initramfs.busybox_for(arch))
         argv = [qemu_binary(arch), *accel_args, "-m", "256M", "-nodefaults", "-no-user-config",
                 "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
-                "-initrd", str(initrd), "-append", f"console={CONSOLE[arch]} loglevel=3 panic=-1"]
+                "-initrd", str(initrd), "-append", f"console={arches.get(arch).console} loglevel=3 panic=-1"]
         start = time.monotonic()
         child = console.spawn(argv, encoding="utf-8", codec_errors="replace", timeout=timeout)
         try:
@@ -141,7 +132,7 @@ def probe_icount(kernel: Path, cache_dir: Path, arch: str = "x86_64") -> tuple[b
     instruction counts (seen with Debian 6.1); they run with real-time clocks.
     """
     def probe() -> tuple[bool, str]:
-        machine = ["-M", "q35"] if arch == "x86_64" else ["-M", ARM64_MACHINE, "-cpu", ARM64_CPU]
+        machine = arches.get(arch).probe_machine()
         idx, _, secs = _probe_boot(kernel, [*machine, "-accel", "tcg", "-smp", "2", *tcg_timing()],
                                    ICOUNT_PROBE_SECONDS, arch)
         if idx == 0:
@@ -151,22 +142,11 @@ def probe_icount(kernel: Path, cache_dir: Path, arch: str = "x86_64") -> tuple[b
     return _cached_probe(_probe_entry("icount", kernel, cache_dir, per_boot=False, arch=arch), probe)
 
 
-#: QEMU's minimal firmware: it hands over to the kernel in about half the time SeaBIOS
-#: takes (0.10 s vs 0.20 s to the first kernel line under TCG) and keeps q35's PCI, the
-#: ACPI tables (DMAR included: intel-iommu interrupt remapping works) and SMP.
-QBOOT = Path("/usr/share/qemu/qboot.rom")
-
-
-def x86_firmware(accel: Accel) -> list[str]:
-    """Firmware options of an x86 TCG guest: qboot when Debian's qemu-system-data ships it."""
-    return ["-bios", str(QBOOT)] if accel.name == "tcg" and QBOOT.is_file() else []
-
-
 def probe_pvh(vmlinux: Path, cache_dir: Path, icount: bool) -> tuple[bool, str]:
     """Whether ``vmlinux`` reaches init by PVH direct boot under TCG (cached per image and QEMU binary)."""
     def probe() -> tuple[bool, str]:
         timing = tcg_timing() if icount else []
-        idx, seen, secs = _probe_boot(vmlinux, [*x86_firmware(Accel("tcg", "probe")), "-M", "q35",
+        idx, seen, secs = _probe_boot(vmlinux, [*arches.get("x86_64").firmware("tcg"), "-M", "q35",
                                                 "-accel", "tcg", "-smp", "2", *timing], 30)
         if idx == 0:
             return True, f"PVH probe: init reached in {secs:.1f} s"
@@ -210,46 +190,22 @@ def choose_accel(requested: str, kernel: Path, cache_dir: Path | None = None) ->
 
 def command(board: Board, accel: Accel, kernel: Path, initrd: Path, append: str,
             icount: bool = False) -> list[str]:
-    """The qemu-system-x86_64 (or, for arm64 boards, qemu-system-aarch64) argv for one boot of ``board``."""
-    if board.arch == "arm64":
-        return _arm64_command(board, accel, kernel, initrd, append, icount)
-    machine = board.machine
-    if accel.name == "kvm" and board.iommu == "intel-ir":
-        machine += ",kernel-irqchip=split"  # interrupt remapping needs the split irqchip under KVM
-    argv = [qemu_binary(), *x86_firmware(accel), "-M", machine, "-accel", accel.name,
-            "-smp", str(board.cpus), "-m", f"{board.memory_mib}M",
-            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]
-    if accel.name == "kvm":
-        argv += ["-cpu", "host"]
-    elif icount:
-        argv += tcg_timing()
-    if board.iommu == "intel-ir":
-        # Must come before the devices it translates for.
-        argv += ["-device", "intel-iommu,intremap=on"]
-    for dev in board.devices:
-        # dma_mask: edu's default 28-bit mask silently clamps MSI addresses into RAM.
-        argv += ["-device", f"edu,dma_mask=0xffffffff,addr={dev.pci_slot:#04x}"]
-    argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
-    return argv
+    """The QEMU argv for one boot of ``board``: its arch's record (msiforge/arches) fills in the differences."""
+    arch = arches.get(board.arch)
+    if accel.name not in arch.accels:
+        raise EnvironmentProblem(f"board {board.name}: an {arch.name} guest runs under "
+                                 f"{' or '.join(a.upper() for a in arch.accels)} here, not {accel.name.upper()}")
 
+    def argv_for(machine: str) -> list[str]:
+        argv = [qemu_binary(board.arch), *arch.firmware(accel.name), "-M", machine, "-accel", accel.name,
+                *arch.cpu(accel.name), "-smp", str(board.cpus), "-m", f"{board.memory_mib}M", *arches.COMMON]
+        if accel.name == "tcg" and icount:
+            argv += tcg_timing()
+        # An IOMMU must come before the devices it translates for.
+        return argv + arch.iommu_devices(board) + arches.device_args(board)
 
-def _arm64_command(board: Board, accel: Accel, kernel: Path, initrd: Path, append: str,
-                   icount: bool) -> list[str]:
-    """QEMU virt with a GICv3 ITS under TCG; the board's platform devices come in a DTB of our own."""
-    from . import dtb
-
-    if accel.name != "tcg":
-        raise EnvironmentProblem(f"board {board.name}: an arm64 guest runs under TCG here, not {accel.name}")
-    argv = [qemu_binary("arm64"), "-M", ARM64_MACHINE, "-accel", "tcg", "-cpu", ARM64_CPU,
-            "-smp", str(board.cpus), "-m", f"{board.memory_mib}M",
-            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]
-    if icount:
-        argv += tcg_timing()
-    for dev in board.devices:
-        # dma_mask: edu's default 28-bit mask clamps addresses into 0..256M (RAM starts at 1G here).
-        argv += ["-device", f"edu,dma_mask=0xffffffff,addr={dev.pci_slot:#04x}"]
-    return argv + ["-dtb", str(dtb.board_dtb(board, argv)), "-kernel", str(kernel), "-initrd", str(initrd),
-                   "-append", append]
+    argv = argv_for(arch.machine_arg(board, accel.name))
+    return argv + arch.finish(board, argv_for) + ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
 
 
 def tcg_timing() -> list[str]:
@@ -262,16 +218,6 @@ def tcg_timing() -> list[str]:
     return ["-icount", "shift=auto,sleep=off"]
 
 
-#: Initcalls of x86 kernels that the tests do not need and that cost real time
-#: under TCG (0.3-0.5 s of QEMU CPU time together on Debian 6.12, measured A/B):
-#: parsing the built-in X.509 certificates (our modules are unsigned anyway), the
-#: jitter-entropy RNG's self-test, the ACPI PM-timer clocksource's verification
-#: (the TSC and HPET remain), and the first BTF kfunc registration (which parses
-#: vmlinux's BTF).  A name a kernel does not have is ignored.
-X86_SKIPPED_INITCALLS = ("load_system_certificate_list", "jent_mod_init", "init_acpi_pm_clocksource",
-                         "bpf_tcp_ca_kfunc_init")
-
-
 def kernel_cmdline(fault: str | None = None, arch: str = "x86_64") -> str:
     """The guest kernel command line (fixed; nothing from the board reaches it).
 
@@ -279,11 +225,10 @@ def kernel_cmdline(fault: str | None = None, arch: str = "x86_64") -> str:
     warnings (WARN is KERN_WARNING) and worse; panic=-1 with -no-reboot makes
     QEMU exit on a panic.  ``fault`` is for the harness's own tests.
     """
-    parts = [f"console={CONSOLE[arch]}", "loglevel=5", "panic=-1"]
-    if arch == "x86_64":
-        parts.append("initcall_blacklist=" + ",".join(X86_SKIPPED_INITCALLS))
+    rec = arches.get(arch)
+    parts = [f"console={rec.console}", "loglevel=5", "panic=-1", *rec.cmdline]
     if fault == "hang-hard":
-        parts[0] = f"console={CONSOLE[arch]}9"  # no such port: the guest says nothing at all
+        parts[0] = f"console={rec.console}9"  # no such port: the guest says nothing at all
     if fault:
         parts.append(f"msiforge.fault={fault}")
     return " ".join(parts)

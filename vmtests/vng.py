@@ -14,9 +14,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from .. import hostprogs
+from .. import arches, hostprogs
 from ..board import Board
 from .qemu import Accel, tcg_timing
+
+
+#: The kernel command line vng adds to its own.
+APPEND = "loglevel=5 panic=-1"
 
 
 def vng_path() -> tuple[str, dict[str, str]]:
@@ -28,18 +32,17 @@ def vng_path() -> tuple[str, dict[str, str]]:
 
 
 def command(board: Board, accel: Accel, kernel: Path, tree: Path,
-            icount: bool = False) -> tuple[list[str], dict[str, str]]:
-    """The vng argv (and environment) that runs ``tree/run.sh`` with the modules built in ``tree``."""
+            icount: bool = False, moddir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """The vng argv (and environment) that runs ``tree/run.sh`` with the modules in ``moddir`` (default: ``tree``)."""
     exe, env = vng_path()
+    arch = arches.get(board.arch)
     qemu_opts = ["-M", board.machine] + (tcg_timing() if accel.name != "kvm" and icount else [])
-    if board.iommu == "intel-ir":
-        qemu_opts += ["-device", "intel-iommu,intremap=on"]
-    for dev in board.devices:
-        qemu_opts += ["-device", f"edu,dma_mask=0xffffffff,addr={dev.pci_slot:#04x}"]
+    # The same IOMMU and devices as the qemu backend's, from the same record.
+    qemu_opts += arch.iommu_devices(board) + arches.device_args(board)
     argv = [exe, "--run", str(kernel), "--disable-microvm", "--verbose",
             "--cpus", str(board.cpus), "--memory", f"{board.memory_mib}M",
-            "--qemu-opts", " ".join(qemu_opts), "--append", "loglevel=5 panic=-1",
-            "--exec", f"MODDIR={shlex.quote(str(tree))} sh {shlex.quote(str(tree / 'run.sh'))}"]
+            "--qemu-opts", " ".join(qemu_opts), "--append", APPEND,
+            "--exec", f"MODDIR={shlex.quote(str(moddir or tree))} sh {shlex.quote(str(tree / 'run.sh'))}"]
     if accel.name != "kvm":
         argv.insert(3, "--disable-kvm")
     return argv, env
