@@ -68,6 +68,43 @@ class Strategy:
     why: str
 
 
+@dataclass(frozen=True)
+class Backend:
+    """What the driver template needs to know of one API: its backend and its traits.
+
+    Each API has a backend template, ``templates/module/driver/backends/<api>.c.j2``,
+    which extends the driver's base (``module/driver/base.c.j2``) and fills its
+    blocks.  The traits are the facts the shared parts of the driver (the
+    msi_storage ops, the edu and debugfs test harness) depend on.  A new API
+    is one backend file and one row of BACKENDS.
+    """
+
+    api: str
+    #: The messages live in the device's own storage (else in its PCI MSI capability).
+    stored: bool
+    #: The edu's own PCI MSI vector is free to signal DMA completion (else the DMA is polled).
+    dma_msi: bool
+    #: The msi_storage ops are irq_chip callbacks (else platform_msi_ops).
+    chip_ops: bool
+    #: The driver creates its interrupt domain itself (debugfs names it and its parent).
+    own_domain: bool
+    #: The core allocates a group of slots at once and names it (debugfs shows the id).
+    group_ids: bool
+
+    @property
+    def template(self) -> str:
+        return f"module/driver/backends/{self.api}.c.j2"
+
+
+#: API -> its backend, for every API ``strategy`` may choose.
+BACKENDS: dict[str, Backend] = {b.api: b for b in [
+    Backend("module-local", stored=True, dma_msi=True, chip_ops=True, own_domain=True, group_ids=False),
+    Backend("pci-ims", stored=True, dma_msi=True, chip_ops=True, own_domain=False, group_ids=False),
+    Backend("platform-msi-group", stored=True, dma_msi=False, chip_ops=False, own_domain=False, group_ids=True),
+    Backend("pci-msi", stored=False, dma_msi=False, chip_ops=False, own_domain=False, group_ids=False),
+]}
+
+
 #: storage kind -> (feature, API, the patch series that adds it)
 _APIS = {
     "ims": ("pci_ims", "pci-ims", "pci-ims"),

@@ -99,4 +99,4 @@ def test_build_error_names_file_line_and_template(trees, fetched_kernels, tmp_pa
         kbuild.build(broken, kdir)
     msg = str(exc.value)
     assert f"{c}:41:" in msg
-    assert "template module/storage_driver.c.j2" in msg
+    assert "template module/driver/backends/module-local.c.j2" in msg

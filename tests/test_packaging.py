@@ -23,7 +23,10 @@ def test_wheel_holds_everything_under_msiforge(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"msiforge"}  # no bare top-level "generator", "vmtests", ...
     for needed in ["msiforge/kconfigs/x86_64-q35.config", "msiforge/boards/q35-ims.yaml",
-                   "msiforge/templates/module/storage_driver.c.j2", "msiforge/templates/guest/run.sh.j2",
+                   "msiforge/templates/module/driver/base.c.j2",
+                   "msiforge/templates/module/driver/backends/pci-ims.c.j2",
+                   "msiforge/templates/module/driver/arch/arm64.c.j2", "msiforge/templates/guest/run.sh.j2",
+                   "msiforge/templates/guest/scenarios/deliver.sh.j2",
                    "msiforge/templates/patches/pci-ims/series.yaml", "msiforge/kmod/fault/msiforge_fault.c",
                    "msiforge/generator/render.py", "msiforge/vmtests/qemu.py"]:
         assert needed in names, needed

@@ -40,3 +40,32 @@ def test_probe_reads_headers(tmp_path):
                                "                           unsigned int hwsize, void *data);\n")
     (inc / "msi.h").write_text("/* platform_msi_domain_alloc_irqs_group is not here */\n")
     assert features.probe([tmp_path]) == Features(msi_parent=True, pci_ims=True, platform_msi_group=False)
+
+
+def test_every_api_is_one_backend_row_and_one_backend_file():
+    """The driver of an API is its BACKENDS row and backends/<api>.c.j2, which extends the base.
+
+    The shared driver templates test traits and arch data, never the API or
+    the architecture by name; each arch names its macro file.
+    """
+    import itertools
+    import re
+    from importlib import resources
+    from pathlib import Path
+
+    from msiforge.generator import render
+    from msiforge.generator.arch import ARCHES
+
+    chosen = {features.strategy(storage, Features(*f), series, iommu).api
+              for storage in ("ims", "platform-msi", "pci-msi")
+              for f in itertools.product([False, True], repeat=3)
+              for series in (None, "pci-ims", "platform-msi-group")
+              for iommu in ("intel-ir", "none")}
+    assert chosen == set(features.BACKENDS)
+    root = Path(str(resources.files("msiforge.templates")))
+    for backend in features.BACKENDS.values():
+        assert f'{{% extends "{render.DRIVER_BASE}" %}}' in (root / backend.template).read_text()
+    for arch in ARCHES.values():
+        assert (root / arch["macros"]).is_file()
+    for template in (root / "module" / "driver").rglob("*.j2"):
+        assert not re.search(r"\bapi\s*(==|!=|in\b|not\s+in\b)|arch\.name\b", template.read_text()), template
