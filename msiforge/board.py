@@ -17,20 +17,23 @@ from typing import Any
 
 import yaml
 
+from . import arches
 from .errors import BoardError, SpecError
+from .generator import scenarios as _scenarios
 from .kspec import KernelSpec, parse_spec
 
 DEFAULT_BOARD = "q35-ims"
 
+# The scenarios are files (templates/guest/scenarios/*.sh.j2); their headers say all of this.
 #: Scenarios a board may list, in the order they run in the guest.
-SCENARIOS = ("domain-layout", "deliver", "mask", "affinity", "groups", "stress", "churn", "rt", "unload")
+SCENARIOS = _scenarios.names()
 #: Scenarios that move vectors between CPU0 and CPU1.
-TWO_CPU_SCENARIOS = ("affinity", "stress")
+TWO_CPU_SCENARIOS = _scenarios.two_cpu()
 #: What a board runs when it names no scenarios.
-DEFAULT_SCENARIOS = ("deliver", "mask", "affinity", "groups", "unload")
+DEFAULT_SCENARIOS = _scenarios.defaults()
 
-#: Board arches and the QEMU machines each may use (the first is the default).
-ARCH_MACHINES = {"x86_64": ("q35", "pc"), "arm64": ("virt",)}
+#: Board arches and the QEMU machines each may use (the first is the default): msiforge/arches.
+ARCH_MACHINES = {a.name: a.machines for a in arches.all_arches().values()}
 ARCHES = tuple(ARCH_MACHINES)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
