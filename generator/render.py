@@ -9,6 +9,7 @@ renamed into place, so a failed generation leaves nothing half-written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,12 +23,15 @@ from pathlib import Path
 import jinja2
 
 from .. import __version__
+from .. import arches, plan
 from ..board import Board, Device
 from . import cstyle
 from . import features as feat
-from .arch import ARCHES
+from .arch import ARCHES, arch_context
 
-DRIVER_TEMPLATE = "module/storage_driver.c.j2"
+#: A device's driver is rendered from its API's backend, features.BACKENDS[api].template
+#: (module/driver/backends/<api>.c.j2), which extends this base.
+DRIVER_BASE = "module/driver/base.c.j2"
 GUEST_TEMPLATE = "guest/run.sh.j2"
 
 
@@ -83,19 +87,30 @@ def environment() -> jinja2.Environment:
 _LABELS = {"ims": "IMS", "platform-msi": "PLATFORM-MSI", "pci-msi": "PCI-MSI"}
 
 
-def device_context(board: Board, dev: Device, kernel: KernelTarget) -> dict:
-    """Template variables for one device's driver on one kernel."""
-    strategy = feat.strategy(dev.storage, kernel.features, kernel.patch_series, board.iommu)
+def device_context(board: Board, dev: Device, kernel: KernelTarget, choice=None) -> dict:
+    """Template variables for one device's driver on one kernel.
+
+    ``choice`` is the device's part of the plan (``plan.DevicePlan``: the
+    strategy, the API and why); without it the plan's rule decides it here.
+    """
+    strategy = choice or plan.devices(board, kernel.features, kernel.patch_series)[dev.index]
+    backend = feat.BACKENDS[strategy.api]
+    arch = arch_context(board)
     label = _LABELS[dev.storage]
     return {
         "version": __version__,
-        "template": DRIVER_TEMPLATE,
+        "template": backend.template,
         "board": board,
         "dev": dev,
         "kernel": {"release": kernel.release, "features": kernel.features},
-        "arch": ARCHES[board.arch],
-        "strategy": strategy.name,
+        "arch": arch,
+        "strategy": strategy.strategy,
         "api": strategy.api,
+        "backend": backend,
+        # Queued updates are pushed at irq_bus_sync_unlock() where the ops are irq_chip callbacks.
+        "bus_lock": dev.update == "queued" and backend.chip_ops,
+        # The storage is the PCI MSI capability, sent by raising the edu's MSI where the arch needs it.
+        "raise_msi": not backend.stored and arch["pci_msi_by_raise"],
         "strategy_why": strategy.why,
         "p": dev.name,
         "P": dev.name.upper(),
@@ -105,17 +120,24 @@ def device_context(board: Board, dev: Device, kernel: KernelTarget) -> dict:
     }
 
 
-def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, dest: Path) -> dict:
-    """Render one kernel's module tree into ``dest``; return its manifest."""
+def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, dest: Path,
+                kplan=None) -> dict:
+    """Render one kernel's module tree into ``dest`` as its plan says; return its manifest.
+
+    ``kplan`` (``plan.KernelPlan``) is the kernel's plan; without one it is
+    made from the kernel's features (the generate-only path: no boot part).
+    The manifest carries the plan, so the tree says what was decided and why.
+    """
+    kplan = kplan or plan.kernel_plan(board, kernel.release, kernel.release, kernel.features, kernel.patch_series)
     dest.mkdir(parents=True)
     files: dict[str, str] = {}
     devices = []
     for dev in board.devices:
-        ctx = device_context(board, dev, kernel)
+        ctx = device_context(board, dev, kernel, kplan.device(dev.name))
         name = f"{dev.module}.c"
-        text = env.get_template(DRIVER_TEMPLATE).render(ctx)
+        text = env.get_template(ctx["template"]).render(ctx)
         (dest / name).write_text(cstyle.align_continuations(text))
-        files[name] = DRIVER_TEMPLATE
+        files[name] = ctx["template"]
         devices.append({"name": dev.name, "module": dev.module, "strategy": ctx["strategy"],
                         "api": ctx["api"], "why": ctx["strategy_why"],
                         "chip": ctx["chip_name"], "domain": ctx["domain_name"]})
@@ -130,11 +152,13 @@ def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, des
         "clean:\n\t$(MAKE) -C $(KDIR) M=$(CURDIR) clean\n"
     )
     guest = env.get_template(GUEST_TEMPLATE).render(
-        version=__version__, board=board, devices=devices, kernel={"release": kernel.release})
+        version=__version__, board=board, devices=devices, kernel={"release": kernel.release},
+        guest_iommu=arches.get(board.arch).guest_iommu)
     (dest / "run.sh").write_text(guest)
     os.chmod(dest / "run.sh", 0o755)
     files["run.sh"] = GUEST_TEMPLATE
     manifest = {
+        "plan": dataclasses.asdict(kplan),
         "msiforge": __version__,
         "board": board.name,
         "kernel": kernel.release,
@@ -154,10 +178,11 @@ def tree_digest(tree: Path) -> str:
     return h.hexdigest()
 
 
-def generate(board: Board, kernels: list[KernelTarget], out: Path) -> dict[str, Path]:
+def generate(board: Board, kernels: list[KernelTarget], out: Path, the_plan=None) -> dict[str, Path]:
     """Render one tree per kernel under ``out/<release>``, replacing ``out`` atomically.
 
-    Returns release -> tree path.
+    ``the_plan`` (``plan.Plan``) is the run's plan, boot part included; it
+    goes into each tree's manifest.  Returns release -> tree path.
     """
     from ..cache import usable_dir
 
@@ -167,7 +192,7 @@ def generate(board: Board, kernels: list[KernelTarget], out: Path) -> dict[str, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for k in kernels:
-            render_tree(env, board, k, tmp / k.release)
+            render_tree(env, board, k, tmp / k.release, the_plan.kernel(k.release) if the_plan else None)
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))

@@ -26,19 +26,42 @@ Examples:
   msiforge run --kernel debian:6.1.0-56 --kernel debian:6.12
   msiforge run boards/q35-ims.yaml --scenario deliver --out /tmp/r1
   msiforge generate -o /tmp/gen --kernel debian:6.12
+  msiforge plan virt-its --kernel source:6.12        # what a run would do, and why
+  msiforge parse runs/20261201-142233-q35-ims         # re-derive a saved run's verdicts
   msiforge kernels list
 """
 
 
 def _add_board(p: argparse.ArgumentParser) -> None:
+    """Every command takes its board the same way: BOARD, or --board BOARD."""
     p.add_argument("board", nargs="?", default=None,
-                   help="board YAML file, or the name of a built-in board (default: q35-ims)")
+                   help="board YAML file, or the name of a built-in board (default: q35-ims); "
+                        "--board BOARD says the same")
+    p.add_argument("--board", dest="board_opt", metavar="BOARD", help=argparse.SUPPRESS)
 
 
-def _add_kernels(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", "-k", action="append", metavar="SPEC", dest="kernels",
-                   help="kernel spec, repeatable (debian:6.12, debian:6.12.117, debian:6.1.0-56, "
-                        "debian:6.1-rt); default: the board's kernels")
+class _KernelList(argparse.Action):
+    """--kernel SPEC, repeatable; a value may also list specs separated by commas."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        specs = list(getattr(namespace, self.dest, None) or [])
+        specs += [v.strip() for v in values.split(",") if v.strip()]
+        setattr(namespace, self.dest, specs)
+
+
+def _add_kernels(p: argparse.ArgumentParser, what: str = "default: the board's kernels") -> None:
+    """Every command takes its kernels the same way: --kernel SPEC, repeatable (or SPEC,SPEC)."""
+    p.add_argument("--kernel", "-k", "--kernels", action=_KernelList, metavar="SPEC", dest="kernels",
+                   help="kernel spec, repeatable or comma-separated (debian:6.12, debian:6.12.117, "
+                        f"debian:6.1.0-56, debian:6.1-rt, source:6.12, source:6.12+pci-ims, tree:PATH); {what}")
+
+
+def board_arg(args: argparse.Namespace) -> str | None:
+    """The board a command was given, positionally or with --board (one line if both, and they differ)."""
+    pos, opt = getattr(args, "board", None), getattr(args, "board_opt", None)
+    if pos and opt and pos != opt:
+        raise InputError(f"two boards given: {pos} and --board {opt}")
+    return pos or opt
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,16 +105,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--series", metavar="SPEC",
                    help="instead of --good/--bad: bisect a generated patch series, e.g. source:6.12+pci-ims, "
                         "with git bisect run (pristine source good, series tip bad)")
-    p.add_argument("--kernels", metavar="LIST", help="comma-separated specs to bisect over instead of the index")
+    _add_kernels(p, "the kernels to bisect over, instead of the package index between --good and --bad")
     p.add_argument("--out", "-o", type=Path, metavar="DIR", help="output directory (default: under runs/)")
 
     p = sub.add_parser("bisect-run", help="for `git bisect run`: test the kernel tree as checked out",
-                       description="Run inside a kernel git tree as `git bisect run msiforge bisect-run --board B "
-                       "--scenario S`: build the tree with the board's kernel config, build the generated module, "
+                       description="Run inside a kernel git tree as `git bisect run msiforge bisect-run B "
+                       "--scenario S` (B: the board, as in every command; --board B says the same): build the tree with the board's kernel config, build the generated module, "
                        "boot, run the scenario.  Exit 0 good, 1 bad (the scenario failed, or the guest panicked, "
                        "oopsed or warned), 125 when it cannot say (kernel or module build failure, boot hang, "
                        "QEMU died, bad input); never above 127.")
-    p.add_argument("--board", default=None, help="board YAML file or built-in name (default: q35-ims)")
+    _add_board(p)
     p.add_argument("--scenario", "-s", required=True)
     p.add_argument("--tree", type=Path, default=Path("."), help="the kernel tree (default: the current directory)")
     p.add_argument("--out", "-o", type=Path, metavar="DIR",
@@ -105,6 +128,24 @@ def parser() -> argparse.ArgumentParser:
     _add_board(p)
     _add_kernels(p)
     p.add_argument("--out", "-o", type=Path, metavar="DIR", required=True, help="output directory")
+
+    p = sub.add_parser("plan", help="print what a run would do on each kernel, and why",
+                       description="Fetch (or build) each kernel, probe its headers and the machine, and print the "
+                       "plan a run would execute: per device the driver strategy and why, the accelerator and why, "
+                       "the clock mode, the boot image and kernel command line, the scenarios.  Nothing is "
+                       "generated or booted (the probe boots are cached).")
+    _add_board(p)
+    _add_kernels(p)
+    p.add_argument("--backend", choices=["qemu", "vng"], default="qemu", help="the backend to plan for")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    p = sub.add_parser("parse", help="re-derive the verdicts of a saved run from its logs, offline",
+                       description="Read each kernel's console.log and events.json in RUN_DIR (a run directory, "
+                       "or one kernel's directory in it) and decide every verdict again, exactly as during the run: "
+                       "the same table, and a note of any verdict that differs from the run's results.json.  Exit "
+                       "status 0 if everything passed, 1 if something failed, 2 for a directory that is not a run.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (msiforge run --out)")
+    p.add_argument("--json", action="store_true", help="print the re-derived results as JSON instead of a table")
 
     p = sub.add_parser("validate", help="check a board file and print what it describes")
     _add_board(p)
@@ -126,19 +167,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: must be 1 or more")
-    board = load_board(args.board)
+    board = load_board(board_arg(args))
     result = runner.run(board, args.kernels, args.scenarios, args.out, fault=args.guest_fault,
                         backend=args.backend, jobs=args.jobs)
     print_table(result)
     return 0 if result.passed else 1
 
 
-def print_table(result) -> None:
+def print_table(result, title: str | None = None, files: bool = True) -> None:
+    """The kernel x scenario table of a run, then each failure's diagnostics and log."""
     out = Console(highlight=False, soft_wrap=True)
     if not out.is_terminal:
         out.width = 160  # logs and pipes: keep kernel names and paths on one line
     scen = [s.name for s in result.kernels[0].scenarios] if result.kernels else []
-    table = Table(title=f"msiforge run: board {result.board}, {result.accel}")
+    table = Table(title=title or f"msiforge run: board {result.board}, {result.accel}")
     table.add_column("kernel")
     for s in scen:
         table.add_column(s)
@@ -161,8 +203,45 @@ def print_table(result) -> None:
             out.print(f"  {k.release}: {k.verdict}: {k.detail}", markup=False)
         if not k.passed and k.console_log:
             out.print(f"  console log: {k.console_log}", markup=False)
-    out.print(f"results: {result.run_dir}/results.json, {result.run_dir}/junit.xml", markup=False)
+    if files:
+        out.print(f"results: {result.run_dir}/results.json, {result.run_dir}/junit.xml", markup=False)
     out.print("PASSED" if result.passed else "FAILED", style="bold green" if result.passed else "bold red")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from . import plan, runner
+    from .board import load_board
+    from .cache import cache_root
+    from .vmtests import backends, qemu
+
+    board, specs = runner.select(load_board(board_arg(args)), args.kernels, None)
+    backends.get(args.backend).check(board, None)
+    available = runner.check_specs(specs, board.arch)
+    kernels = [runner.obtain(s, available, board.arch) for s in specs]
+    accel = qemu.choose_accel(board.accel, kernels[0].vmlinuz, cache_root() / "probes")
+    the_plan = plan.make(board, kernels, accel, args.backend, None, cache_root())
+    if args.json:
+        print(json.dumps(the_plan.to_json(), indent=2))
+    else:
+        print("\n".join(plan.describe(the_plan)))
+    return 0
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    import json
+
+    from . import reparse
+
+    result, differences = reparse.reparse(args.run_dir)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_table(result, title=f"msiforge parse: {args.run_dir}", files=False)
+    for d in differences:
+        print(f"msiforge parse: {d}", file=sys.stderr)
+    return reparse.exit_code(result)
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -171,8 +250,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     from . import bisect as bis
     from .board import load_board
 
-    board = load_board(args.board)
-    explicit = [k.strip() for k in args.kernels.split(",") if k.strip()] if args.kernels else None
+    board = load_board(board_arg(args))
+    explicit = args.kernels or None
     out = args.out or Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-bisect-{args.scenario}"
     if args.series:
         first, report = bis.bisect_series(board, args.scenario, args.series, out.resolve())
@@ -214,7 +293,7 @@ def cmd_bisect_run(args: argparse.Namespace) -> int:
     from .board import load_board
 
     try:
-        board = load_board(args.board)
+        board = load_board(board_arg(args))
         out = args.out or Path(tempfile.mkdtemp(prefix="msiforge-bisect-run-"))
         code, why = bis.bisect_run(board, args.scenario, args.tree.resolve(), out, args.guest_fault)
     except MsiforgeError as exc:
@@ -232,7 +311,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .cache import cache_root, usable_dir
 
-    board, specs = runner.select(load_board(args.board), args.kernels, None)
+    board, specs = runner.select(load_board(board_arg(args)), args.kernels, None)
     available = runner.check_specs(specs, board.arch)
     out = args.out.resolve()
     usable_dir(out.parent, f"output directory {out}: its parent")  # before anything is fetched
@@ -248,7 +327,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .board import load_board
 
-    b = load_board(args.board)
+    b = load_board(board_arg(args))
     print(f"{b.path}: board {b.name}: {b.machine} {b.arch}, {b.cpus} CPU, {b.memory_mib} MiB, "
           f"iommu {b.iommu}, accel {b.accel}")
     print(f"  kernels: {', '.join(k.text for k in b.kernels)}")
@@ -332,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         if "bisect-run" in argv and exc.code not in (0, None):
             raise SystemExit(125) from None
         raise
-    handlers = {"run": cmd_run, "bisect": cmd_bisect, "bisect-run": cmd_bisect_run, "patches": patches_cli.handle, "generate": cmd_generate, "validate": cmd_validate,
+    handlers = {"run": cmd_run, "bisect": cmd_bisect, "bisect-run": cmd_bisect_run, "patches": patches_cli.handle, "generate": cmd_generate, "validate": cmd_validate, "parse": cmd_parse, "plan": cmd_plan,
                 "kernels": cmd_kernels}
     if args.command is None:
         parser().print_help()

@@ -6,23 +6,28 @@ import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
+import json
 import os
-import re
 import shlex
 import shutil
 from pathlib import Path
 
 from . import kernels as kern
-from . import progress
+from . import plan, progress, reparse
+from . import verdict as verdicts
 from .board import SCENARIOS, TWO_CPU_SCENARIOS, Board
-from .cache import cache_root, ensure_entry
+from .cache import atomic_write, cache_root, ensure_entry
 from .errors import BuildError, InputError
 from .generator import render
 from .kmod import build as kbuild
 from .kspec import parse_spec
-from .results import FAIL, PASS, KernelResult, RunResult, ScenarioResult, write_json, write_junit
+from .results import KernelResult, RunResult, write_json, write_junit
 from .vmtests import console as vmconsole
-from .vmtests import initramfs, ktap, qemu, vng
+from .vmtests import backends, ktap, qemu
+
+EVENTS = reparse.EVENTS
+#: Guest faults injected by the test-only fault module (kmod/fault).
+FAULT_MODULE = ("panic", "oops", "bug", "warn", "call-trace")
 
 
 def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -> tuple[Board, list[str]]:
@@ -94,8 +99,13 @@ def new_run_dir(board: Board, out: Path | None) -> Path:
     return path
 
 
-def build_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
-    """Build a tree's modules, reusing a cached build of identical sources for the same kernel."""
+def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
+    """Build a generated tree's modules in ``work`` (a copy: the generator's output stays as generated).
+
+    The modules are cached per kernel release and source content: identical
+    sources for the same kernel are built once.  A build failure leaves
+    ``work`` (sources, build.log) for the user to look at.
+    """
     h = hashlib.sha256(kernel.release.encode())
     for f in sorted(tree.iterdir()):
         if f.suffix == ".c" or f.name == "Kbuild":
@@ -103,12 +113,12 @@ def build_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
     entry = cache_root() / "modules" / f"{kernel.release}-{h.hexdigest()[:20]}"
 
     def _build(tmp: Path) -> None:
-        for ko in kbuild.build(tree, kernel.build_dir, arch=kernel.arch).modules:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(tree, work, ignore=shutil.ignore_patterns("run.sh"))
+        for ko in kbuild.build(work, kernel.build_dir, arch=kernel.arch).modules:
             shutil.copy2(ko, tmp / ko.name)
 
     ensure_entry(entry, _build)
-    for ko in entry.glob("*.ko"):
-        shutil.copy2(ko, tree / ko.name)
     return sorted(entry.glob("*.ko"))
 
 
@@ -122,99 +132,55 @@ def build_fault_module(kernel: kern.Kernel, dest: Path) -> Path:
     return kbuild.build(dest, kernel.build_dir, arch=kernel.arch).modules[0]
 
 
-def scenario_results(board: Board, root: ktap.TestResult, boot: vmconsole.Console) -> list[ScenarioResult]:
-    """Map the guest's KTAP tree to one result per board scenario."""
-    by_name = {t.name: t for t in root.subtests}
-    load = by_name.get("load")
-    out = []
-    for name in board.scenarios:
-        test = by_name.get(name)
-        diags = [d for sub in (test.subtests if test else []) for d in sub.diagnostics]
-        devices = {sub.name: sub.status for sub in (test.subtests if test else [])}
-        if load is not None and load.status == "not ok":
-            status = "load-failed"
-            diags = [d for sub in load.subtests for d in sub.diagnostics]
-        elif test is None or test.status == "missing":
-            status = boot.verdict if boot.verdict != "completed" else "missing"
-        elif test.ok:
-            status = PASS
-        else:
-            status = FAIL
-        out.append(ScenarioResult(name=name, status=status, devices=devices, diagnostics=diags,
-                                  seconds=boot.step_seconds.get(name)))
-    return out
+def record_build_failure(board: Board, kdir: Path, error: str) -> verdicts.Events:
+    """The events of a kernel whose modules did not build: nothing was booted."""
+    events = verdicts.Events(ending="build-failed", scenarios=list(board.scenarios), build_error=error)
+    write_events(events, kdir)
+    (kdir / "console.log").write_text("")
+    return events
+
+
+def write_events(events: verdicts.Events, kdir: Path) -> None:
+    atomic_write(kdir / EVENTS, json.dumps(events.to_json(), indent=2) + "\n")
+
+
+def kernel_result(spec: str, release: str, kdir: Path, events: verdicts.Events, timing: str = "") -> KernelResult:
+    """A kernel's result from its saved console log and events (``msiforge parse`` decides the same way)."""
+    if events.ending != "build-failed":
+        doc = ktap.document(verdicts.read_log(kdir / "console.log"))
+        (kdir / "ktap.txt").write_text("\n".join(doc) + ("\n" if doc else ""))
+    return reparse.kernel_result(kdir, events, spec, timing)
 
 
 def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel: qemu.Accel,
-                fault: str | None = None, backend: str = "qemu") -> KernelResult:
-    """Build, boot and test one kernel; every failure becomes a verdict in the result."""
-    result = KernelResult(spec=kernel.spec, release=kernel.release, verdict=PASS)
+                fault: str | None = None, backend: str = "qemu",
+                kplan: plan.KernelPlan | None = None) -> KernelResult:
+    """Build, boot and test one kernel as its plan says; every failure becomes a verdict in the result.
+
+    ``kplan`` is the kernel's part of the run's plan (made here, for ``accel``
+    and ``backend``, when the caller has none).
+    """
+    kplan = kplan or plan.make(board, [kernel], accel, backend, fault, cache_root()).kernels[0]
+    boot = kplan.boot
     try:
         with progress.step(f"build modules for {kernel.release} (W=1)"):
-            modules = build_modules(tree, kernel)
-    except BuildError as exc:
-        result.verdict, result.detail = "build-failed", str(exc)
-        result.scenarios = [ScenarioResult(name=s, status="build-failed") for s in board.scenarios]
-        return result
-    icount = False
-    if accel.name == "tcg" and board.tcg_clock == "auto":
-        icount, result.timing = qemu.probe_icount(kernel.vmlinuz, cache_root() / "probes", board.arch)
-    elif accel.name == "tcg":
-        result.timing = "real-time clocks (the board's tcg_clock)"
-    env = None
-    clock = ", icount" if icount else ""
-    if backend == "vng":
-        argv, env = vng.command(board, accel, kernel.vmlinuz, tree, icount)
-    else:
-        if fault in ("panic", "oops", "warn"):
+            modules = build_modules(tree, kernel, kdir / "build")
+        if fault in FAULT_MODULE:
             modules = modules + [build_fault_module(kernel, kdir / "fault")]
-        guest_modules = kbuild.strip_for_guest(modules, kdir / "modules", board.arch)
-        initrd = initramfs.build(kdir / "initramfs.cpio", guest_modules, tree / "run.sh",
-                                 initramfs.busybox_for(board.arch))
-        image = kernel.vmlinuz
-        if board.arch == "x86_64":
-            image, how = qemu.boot_image(kernel.vmlinuz, accel, icount, cache_root())
-            if image != kernel.vmlinuz:
-                clock += f", {how}"
-        argv = qemu.command(board, accel, image, initrd, qemu.kernel_cmdline(fault, board.arch), icount)
+    except BuildError as exc:
+        events = record_build_failure(board, kdir, str(exc))
+        return kernel_result(kernel.spec, kernel.release, kdir, events)
+    argv, env = backends.get(boot.backend).command(board, boot, tree, kdir, modules)
     (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
-    log = kdir / "console.log"
-    title = f"boot {kernel.release} ({backend}, {accel.name.upper()}{clock}) and run {', '.join(board.scenarios)}"
+    how = f", {boot.clock.value}" if boot.accel.value == "tcg" else ""
+    title = (f"boot {kernel.release} ({boot.backend}, {boot.accel.value.upper()}{how}, {boot.image.why}) "
+             f"and run {', '.join(board.scenarios)}")
     with progress.step(title):
-        boot = vmconsole.run(argv, log, board.boot_timeout, board.scenario_timeout, env=env)
-    lines = boot.lines
-    root = ktap.parse(lines)
-    ktap_lines = _ktap_lines(lines)
-    (kdir / "ktap.txt").write_text("\n".join(ktap_lines) + ("\n" if ktap_lines else ""))
-    result.console_log, result.ktap_log = str(log), str(kdir / "ktap.txt")
-    result.boot_seconds = boot.boot_seconds
-    result.seconds = boot.seconds
-    result.scenarios = scenario_results(board, root, boot)
-    if boot.verdict != "completed":
-        result.verdict, result.detail = boot.verdict, boot.detail
-    elif any(s.status == "load-failed" for s in result.scenarios):
-        result.verdict = "load-failed"
-        result.detail = "; ".join(result.scenarios[0].diagnostics[:2])
-    elif not all(s.passed for s in result.scenarios):
-        result.verdict = FAIL
-    return result
-
-
-_KMSG = re.compile(r"^\[\s*\d+\.\d+\] ")
-
-
-def _ktap_lines(lines: list[str]) -> list[str]:
-    """The guest's KTAP document, without the kernel messages printed in between."""
-    out, inside = [], False
-    for line in lines:
-        if line.startswith("KTAP version"):
-            inside = True
-        if inside:
-            if line.startswith(vmconsole.DONE):
-                break
-            if not _KMSG.match(line):
-                out.append(line)
-    return out
+        events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
+                               list(board.scenarios), env=env)
+    write_events(events, kdir)
+    timing = boot.clock.why if boot.accel.value == "tcg" else ""
+    return kernel_result(kernel.spec, kernel.release, kdir, events, timing)
 
 
 def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | None = None,
@@ -226,11 +192,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     ``jobs`` kernels are built and booted at once (default: one per core).
     """
     board, specs = select(board, specs, scenarios)
-    if fault and backend != "qemu":
-        raise InputError("--guest-fault needs the qemu backend (it is injected by msiforge's own init)")
-    if backend != "qemu" and board.arch != "x86_64":
-        raise InputError(f"--backend {backend}: board {board.name} is {board.arch}; only the qemu backend "
-                         "boots foreign-arch guests")
+    backends.get(backend).check(board, fault)
     available = check_specs(specs, board.arch)
     cache_root()  # a cache that cannot be written is a one-line error before the run directory exists
     run_dir = new_run_dir(board, out)
@@ -241,9 +203,11 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     with progress.step("probe the accelerator"):
         accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz, cache_root() / "probes")
     progress.info(f"accelerator: {accel.describe()}")
-    targets = [render.target_for(k) for k in fetched]
+    with progress.step("plan: strategies, clock mode and boot image per kernel"):
+        the_plan = plan.make(board, fetched, accel, backend, fault, cache_root())
+    atomic_write(run_dir / "plan.json", json.dumps(the_plan.to_json(), indent=2) + "\n")
     with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):
-        trees = render.generate(board, targets, run_dir / "gen")
+        trees = render.generate(board, [render.target_for(k) for k in fetched], run_dir / "gen", the_plan)
     result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe())
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(fetched)))
     if jobs > 1:
@@ -252,7 +216,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     def one(k: kern.Kernel) -> KernelResult:
         kdir = run_dir / k.release
         kdir.mkdir(parents=True, exist_ok=True)
-        return boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend)
+        return boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend, the_plan.kernel(k.release))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(one, k) for k in fetched]

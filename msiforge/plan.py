@@ -1,0 +1,152 @@
+"""The plan: what a run will do, as pure data, decided before anything is generated or booted.
+
+For a board and its kernels the plan says, per kernel: each device's driver
+strategy and why (from the kernel's headers, never its version), the
+accelerator and why, the clock mode and why, the boot image and kernel
+command line, the backend and the scenarios.  Probes (the kernel's headers,
+the KVM, -icount and PVH probe boots, all cached) are the only I/O before it;
+after it, ``generate`` writes each kernel's part as that tree's manifest, the
+runner executes it, and the guest script takes its facts (a device's API) from
+it rather than asking the module again.
+
+``msiforge plan BOARD --kernel ...`` prints it; ``--json`` for tools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import arches
+from .board import Board
+from .generator import features as feat
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One decision and the reason for it."""
+
+    value: str
+    why: str
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """How one device's driver gets its interrupts on one kernel."""
+
+    name: str
+    module: str
+    storage: str
+    strategy: str  # native | patched | module-local
+    api: str  # the backend template: module-local | pci-ims | platform-msi-group | pci-msi
+    why: str
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    """How one kernel is booted (absent when only generating)."""
+
+    backend: str  # qemu | vng
+    accel: Choice  # kvm | tcg
+    clock: Choice  # icount | real-time (TCG only; KVM: host)
+    image: Choice  # what -kernel gets, and how it boots (PVH, bzImage, Image)
+    cmdline: str
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Everything decided for one kernel of the board."""
+
+    spec: str
+    release: str
+    arch: str
+    patch_series: str | None
+    features: dict[str, bool]
+    devices: tuple[DevicePlan, ...]
+    scenarios: tuple[str, ...]
+    boot: BootPlan | None = None
+
+    def device(self, name: str) -> DevicePlan:
+        return next(d for d in self.devices if d.name == name)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The board and one plan per kernel."""
+
+    board: str
+    board_path: str
+    arch: str
+    machine: str
+    kernels: tuple[KernelPlan, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def kernel(self, release: str) -> KernelPlan:
+        return next(k for k in self.kernels if k.release == release)
+
+
+def devices(board: Board, features: feat.Features, patch_series: str | None) -> tuple[DevicePlan, ...]:
+    """Each device's strategy on a kernel with ``features`` (pure)."""
+    out = []
+    for dev in board.devices:
+        s = feat.strategy(dev.storage, features, patch_series, board.iommu)
+        out.append(DevicePlan(dev.name, dev.module, dev.storage, s.name, s.api, s.why))
+    return tuple(out)
+
+
+def kernel_plan(board: Board, spec: str, release: str, features: feat.Features, patch_series: str | None,
+                boot: BootPlan | None = None) -> KernelPlan:
+    """One kernel's plan from what its headers declare (pure)."""
+    return KernelPlan(spec=spec, release=release, arch=board.arch, patch_series=patch_series,
+                      features=features.to_json(), devices=devices(board, features, patch_series),
+                      scenarios=tuple(board.scenarios), boot=boot)
+
+
+def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cache: Path) -> BootPlan:
+    """How ``kernel`` (a fetched or built ``kernels.Kernel``) boots: runs the cached clock and image probes."""
+    from .vmtests import backends, qemu
+
+    clock = Choice("host", "KVM: the host's clocks")
+    icount = False
+    if accel.name == "tcg" and board.tcg_clock == "auto":
+        icount, why = qemu.probe_icount(kernel.vmlinuz, cache / "probes", board.arch)
+        clock = Choice("icount" if icount else "real-time", why)
+    elif accel.name == "tcg":
+        clock = Choice("real-time", "real-time clocks (the board's tcg_clock)")
+    be = backends.get(backend)
+    image, how = be.image(board, kernel, accel, icount, cache)
+    return BootPlan(backend=backend, accel=Choice(accel.name, accel.reason), clock=clock,
+                    image=Choice(str(image), how), cmdline=be.cmdline(board, fault))
+
+
+def make(board: Board, kernels: list, accel=None, backend: str = "qemu", fault: str | None = None,
+         cache: Path | None = None) -> Plan:
+    """The plan of ``board`` on ``kernels`` (``kernels.Kernel``); with ``accel``, how each boots too."""
+    kplans = []
+    for k in kernels:
+        boot = boot_plan(board, k, accel, backend, fault, cache) if accel is not None else None
+        kplans.append(kernel_plan(board, k.spec, k.release, feat.probe(k.header_dirs), k.patch_series, boot))
+    return Plan(board=board.name, board_path=board.path, arch=board.arch, machine=board.machine,
+                kernels=tuple(kplans))
+
+
+def describe(plan: Plan) -> list[str]:
+    """The plan as text, one fact per line, each with its reason."""
+    arch = arches.get(plan.arch)
+    lines = [f"board {plan.board} from {plan.board_path}: {plan.arch} {plan.machine}, console {arch.console}"]
+    for k in plan.kernels:
+        lines.append(f"kernel {k.spec}: {k.release}" + (f" (patch series {k.patch_series})" if k.patch_series else ""))
+        have = [name for name, on in k.features.items() if on]
+        lines.append(f"  headers declare: {', '.join(have) if have else 'none of the probed APIs'}")
+        for d in k.devices:
+            lines.append(f"  device {d.name} ({d.storage}): {d.strategy}, api {d.api}: {d.why}")
+        if k.boot:
+            b = k.boot
+            lines.append(f"  backend {b.backend}; accelerator {b.accel.value.upper()}: {b.accel.why}")
+            lines.append(f"  clock {b.clock.value}: {b.clock.why}")
+            lines.append(f"  image {b.image.value} ({b.image.why})")
+            lines.append(f"  command line: {b.cmdline}")
+        lines.append(f"  scenarios: {', '.join(k.scenarios)}")
+    return lines

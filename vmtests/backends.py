@@ -1,0 +1,104 @@
+"""Boot backends: one interface for booting a kernel with a board's devices and the guest script.
+
+``qemu`` boots QEMU directly with msiforge's own minimal initramfs (busybox,
+the stripped modules, the script); ``vng`` boots through virtme-ng with the
+host's root filesystem and runs the script in place.  Both take the board's
+QEMU devices from the same place (its arch record, msiforge/arches) and
+their consoles are driven the same way (vmtests/console.py).
+
+A backend answers, at plan time, what ``-kernel`` gets and the kernel
+command line; at boot time, the command (and environment) to run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+
+
+class Backend:
+    """What every backend provides."""
+
+    name = ""
+    #: Injected guest faults (--guest-fault) need msiforge's own init.
+    faults = False
+    #: Arches whose guests it can boot.
+    arches: tuple[str, ...] = ()
+
+    def check(self, board, fault: str | None) -> None:
+        """InputError (one line) when this backend cannot run ``board`` (with ``fault``)."""
+        if fault and not self.faults:
+            raise InputError("--guest-fault needs the qemu backend (it is injected by msiforge's own init)")
+        if self.arches and board.arch not in self.arches:
+            raise InputError(f"--backend {self.name}: board {board.name} is {board.arch}; only the qemu "
+                             "backend boots foreign-arch guests")
+
+    def image(self, board, kernel, accel, icount: bool, cache: Path) -> tuple[Path, str]:
+        """What the guest boots, and how (cached probes)."""
+        return kernel.vmlinuz, "the kernel's image"
+
+    def cmdline(self, board, fault: str | None) -> str:
+        raise NotImplementedError
+
+    def command(self, board, boot, tree: Path, kdir: Path, modules: list[Path]) -> tuple[list[str], dict | None]:
+        """The argv (and environment, None: msiforge's) of one boot per ``boot`` (a plan.BootPlan)."""
+        raise NotImplementedError
+
+
+class Qemu(Backend):
+    name = "qemu"
+    faults = True
+
+    def image(self, board, kernel, accel, icount, cache):
+        from . import qemu
+
+        if board.arch == "x86_64":
+            return qemu.boot_image(kernel.vmlinuz, accel, icount, cache)
+        return kernel.vmlinuz, "Image"
+
+    def cmdline(self, board, fault):
+        from . import qemu
+
+        return qemu.kernel_cmdline(fault, board.arch)
+
+    def command(self, board, boot, tree, kdir, modules):
+        from ..kmod import build as kbuild
+        from . import initramfs, qemu
+
+        guest_modules = kbuild.strip_for_guest(modules, kdir / "modules", board.arch)
+        initrd = initramfs.build(kdir / "initramfs.cpio", guest_modules, tree / "run.sh",
+                                 initramfs.busybox_for(board.arch))
+        accel = qemu.Accel(boot.accel.value, boot.accel.why)
+        return qemu.command(board, accel, Path(boot.image.value), initrd, boot.cmdline,
+                            boot.clock.value == "icount"), None
+
+
+class Vng(Backend):
+    name = "vng"
+    arches = ("x86_64",)
+
+    def image(self, board, kernel, accel, icount, cache):
+        return kernel.vmlinuz, "bzImage, booted by virtme-ng"
+
+    def cmdline(self, board, fault):
+        from . import vng
+
+        return vng.APPEND
+
+    def command(self, board, boot, tree, kdir, modules):
+        from . import qemu, vng
+
+        accel = qemu.Accel(boot.accel.value, boot.accel.why)
+        moddir = modules[0].parent  # the built modules, used in place
+        return vng.command(board, accel, Path(boot.image.value), tree, boot.clock.value == "icount", moddir)
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (Qemu(), Vng())}
+
+
+def get(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise InputError(f"--backend {name!r}: not one of {', '.join(BACKENDS)}") from None
