@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-from ..errors import MsiforgeError
+from ..errors import FieldError
 
 #: Where the scenario files live, in the msiforge.templates package (and in Jinja template names).
 PACKAGE = "msiforge.templates"
@@ -58,14 +58,8 @@ _FLAVOURS = ("rt",)
 _MAX_SUMMARY = 200
 
 
-class ScenarioError(MsiforgeError):
+class ScenarioError(FieldError):
     """A scenario file msiforge cannot use: names the file, the field and the reason."""
-
-    def __init__(self, path: str, field: str, reason: str):
-        self.path = path
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{path}: {field}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,18 @@ class InputError(MsiforgeError):
     exit_code = 2
 
 
-class BoardError(InputError):
-    """An invalid board file: names the file, the field and the reason."""
+class FieldError(InputError):
+    """Bad content in a file: names the file, the field and the reason."""
 
     def __init__(self, path: str, field: str, reason: str):
         self.path = path
         self.field = field
         self.reason = reason
         super().__init__(f"{path}: {field}: {reason}")
+
+
+class BoardError(FieldError):
+    """An invalid board file."""
 
 
 class SpecError(InputError):
