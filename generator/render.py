@@ -27,7 +27,7 @@ from .. import arches, plan
 from ..board import Board, Device
 from . import cstyle
 from . import features as feat
-from .arch import ARCHES, arch_context
+from .arch import arch_context
 
 #: A device's driver is rendered from its API's backend, features.BACKENDS[api].template
 #: (module/driver/backends/<api>.c.j2), which extends this base.

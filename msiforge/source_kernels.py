@@ -35,7 +35,6 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from . import arches, debs, hostprogs, progress
