@@ -87,13 +87,8 @@ def environment() -> jinja2.Environment:
 _LABELS = {"ims": "IMS", "platform-msi": "PLATFORM-MSI", "pci-msi": "PCI-MSI"}
 
 
-def device_context(board: Board, dev: Device, kernel: KernelTarget, choice=None) -> dict:
-    """Template variables for one device's driver on one kernel.
-
-    ``choice`` is the device's part of the plan (``plan.DevicePlan``: the
-    strategy, the API and why); without it the plan's rule decides it here.
-    """
-    strategy = choice or plan.devices(board, kernel.features, kernel.patch_series)[dev.index]
+def device_context(board: Board, dev: Device, kernel: KernelTarget, strategy: "plan.DevicePlan") -> dict:
+    """Template variables for one device's driver on one kernel, as the plan chose its ``strategy``."""
     backend = feat.BACKENDS[strategy.api]
     arch = arch_context(board)
     label = _LABELS[dev.storage]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .results import KernelResult, RunResult
-from .verdict import Events, Verdict, decide, read_log
+from .verdict import Events, decide, read_log
 
 EVENTS = "events.json"
 
@@ -31,10 +31,11 @@ def kernel_dirs(run_dir: Path) -> list[Path]:
     return found
 
 
-def kernel_result(kdir: Path, events: Events, spec: str, timing: str = "") -> KernelResult:
-    """One kernel's result, decided from its directory's console.log and ``events``."""
+def kernel_result(kdir: Path, events: Events, spec: str, timing: str = "",
+                  lines: list[str] | None = None) -> KernelResult:
+    """One kernel's result, decided from its directory's console.log (or its ``lines``, once read) and ``events``."""
     log = kdir / "console.log"
-    decision = decide(read_log(log), events)
+    decision = decide(read_log(log) if lines is None else lines, events)
     return KernelResult(spec=spec, release=kdir.name, verdict=decision.verdict, detail=decision.detail,
                         timing=timing, boot_seconds=events.boot_seconds, seconds=events.seconds,
                         console_log=str(log) if log.is_file() and events.ending != "build-failed" else "",
@@ -67,11 +68,3 @@ def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:
                 differences.append(f"{kdir.name} {s.name}: results.json says {o.get('status')}, "
                                    f"the log says {s.status}")
     return result, differences
-
-
-def exit_code(result: RunResult) -> int:
-    """0 when everything passed, else 1 (as `msiforge run`)."""
-    return 0 if result.passed else 1
-
-
-__all__ = ["kernel_dirs", "reparse", "exit_code", "Verdict"]

@@ -144,12 +144,14 @@ def write_events(events: verdicts.Events, kdir: Path) -> None:
     atomic_write(kdir / EVENTS, json.dumps(events.to_json(), indent=2) + "\n")
 
 
-def kernel_result(spec: str, release: str, kdir: Path, events: verdicts.Events, timing: str = "") -> KernelResult:
+def kernel_result(spec: str, kdir: Path, events: verdicts.Events, timing: str = "") -> KernelResult:
     """A kernel's result from its saved console log and events (``msiforge parse`` decides the same way)."""
+    lines = None
     if events.ending != "build-failed":
-        doc = ktap.document(verdicts.read_log(kdir / "console.log"))
+        lines = verdicts.read_log(kdir / "console.log")
+        doc = ktap.document(lines)
         (kdir / "ktap.txt").write_text("\n".join(doc) + ("\n" if doc else ""))
-    return reparse.kernel_result(kdir, events, spec, timing)
+    return reparse.kernel_result(kdir, events, spec, timing, lines)
 
 
 def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel: qemu.Accel,
@@ -169,7 +171,7 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
             modules = modules + [build_fault_module(kernel, kdir / "fault")]
     except BuildError as exc:
         events = record_build_failure(board, kdir, str(exc))
-        return kernel_result(kernel.spec, kernel.release, kdir, events)
+        return kernel_result(kernel.spec, kdir, events)
     argv, env = backends.get(boot.backend).command(board, boot, tree, kdir, modules)
     (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
     how = f", {boot.clock.value}" if boot.accel.value == "tcg" else ""
@@ -180,7 +182,7 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
                                list(board.scenarios), env=env)
     write_events(events, kdir)
     timing = boot.clock.why if boot.accel.value == "tcg" else ""
-    return kernel_result(kernel.spec, kernel.release, kdir, events, timing)
+    return kernel_result(kernel.spec, kdir, events, timing)
 
 
 def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | None = None,
