@@ -30,8 +30,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 MSIFORGE = [sys.executable, "-m", "msiforge.cli"]
-KERNEL = "debian:6.12"
-MATRIX = ["debian:6.1.0-55", "debian:6.1.0-56", "debian:6.12.115", "debian:6.12.117"]
+KERNEL = "debian:6.12.117+deb12"
+MATRIX = ["debian:6.1.0-55", "debian:6.1.0-56", "debian:6.12.115+deb12", "debian:6.12.117+deb12"]
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:

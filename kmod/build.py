@@ -48,11 +48,14 @@ def annotate(output: str, tree: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86_64") -> BuildResult:
+def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86_64",
+          toolchain=None) -> BuildResult:
     """Build the modules of ``tree`` against the kernel build directory ``build_dir``.
 
     ``arch`` is the kernel's board arch: other than x86_64, the modules are
-    cross-built (ARCH=, CROSS_COMPILE= as for the kernel).
+    cross-built (ARCH=, CROSS_COMPILE= as for the kernel).  ``toolchain``
+    (``toolchains.Toolchain``) is the kernel's own compiler: on the host, or
+    in its build root; None builds with the host's (kernels built here).
 
     Raises BuildError naming the first diagnostic (with file, line and
     template) on any error or warning, or on a failing make.
@@ -60,8 +63,12 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     import time
 
     jobs = jobs or os.cpu_count() or 1
-    cmd = [hostprogs.require("make"), "-s", f"-j{jobs}", "-C", str(build_dir), *arches.get(arch).make_vars,
-           f"M={tree}", "W=1", "modules"]
+    in_root = toolchain is not None and not toolchain.on_host
+    cmd = ["make" if in_root else hostprogs.require("make"), "-s", f"-j{jobs}", "-C", str(build_dir),
+           *arches.get(arch).make_vars, f"M={tree}", "W=1", "modules"]
+    if in_root:
+        # The whole kernel tree (its scripts/ and tools/ link into it) and the module tree.
+        cmd = toolchain.wrap(cmd, [_kernel_root(build_dir), tree])
     env = dict(os.environ, LC_ALL="C")
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -76,6 +83,12 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
         raise BuildError(f"module build failed: {first}{extra}; log: {tree / 'build.log'}")
     modules = sorted(tree.glob("*.ko"))
     return BuildResult(tree=tree, modules=modules, log=log, seconds=seconds)
+
+
+def _kernel_root(build_dir: Path) -> Path:
+    """The top of an unpacked kernel package tree (above usr/src), or the build directory itself."""
+    real = build_dir.resolve()
+    return real.parents[2] if real.parent.name == "src" and real.parents[1].name == "usr" else real
 
 
 def strip_for_guest(modules: list[Path], out_dir: Path, arch: str = "x86_64") -> list[Path]:

@@ -84,7 +84,7 @@ def verdict_key(board: Board, k: kern.DebianKernel, scenario: str) -> str:
     from .generator import render
 
     board, _ = runner.select(board, None, [scenario])
-    target = render.target_for(kern.fetch(_spec_of(k)))
+    target = render.target_for(kern.fetch(k.spec))
     with tempfile.TemporaryDirectory(prefix="msiforge-key-") as tmp:
         tree = render.generate(board, [target], Path(tmp) / "gen")[target.release]
         digest = render.tree_digest(tree)
@@ -113,11 +113,6 @@ def candidates(good: str, bad: str, explicit: list[str] | None = None) -> list[k
     return [k for k in available if k.flavour == g.flavour and g <= k <= b]
 
 
-def _spec_of(k: kern.DebianKernel) -> str:
-    flav = {"amd64": "", "rt-amd64": "-rt", "cloud-amd64": "-cloud"}[k.flavour]
-    return f"debian:{k.abi.split('+')[0]}{flav}"
-
-
 def verdict(board: Board, k: kern.DebianKernel, scenario: str, out: Path) -> tuple[str, float, bool, str, list[str]]:
     """(verdict, seconds, cached, log, diagnostics) of one scenario on one kernel, cached."""
     entry = _verdict_entry(board, k, scenario)
@@ -125,7 +120,7 @@ def verdict(board: Board, k: kern.DebianKernel, scenario: str, out: Path) -> tup
         d = json.loads(entry.read_text())
         return d["verdict"], d["seconds"], True, d["log"], d["diagnostics"]
     start = time.monotonic()
-    result = runner.run(board, [_spec_of(k)], [scenario], out / k.release, jobs=1)
+    result = runner.run(board, [k.spec], [scenario], out / k.release, jobs=1)
     kr = result.kernels[0]
     scen = kr.scenarios[0]
     v = kr.verdict_of(scenario)
@@ -157,7 +152,7 @@ def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
         if i == 0:
             bis.reference = v
         differs = v != bis.reference
-        bis.steps.append(Step(kernel=_spec_of(k), release=k.release, verdict=v, differs=differs,
+        bis.steps.append(Step(kernel=k.spec, release=k.release, verdict=v, differs=differs,
                               seconds=round(secs, 1), cached=cached, log=log, diagnostics=diags))
         bis.boots += 0 if cached else 1
         tried[i] = differs

@@ -27,6 +27,8 @@ class Candidate:
     version: str
     sha256: str
     fields: dict
+    #: The suite whose private apt state has it (``suites.py``); None: the host's own index.
+    suite: str | None = None
 
 
 def candidate(package: str) -> Candidate:
@@ -42,14 +44,8 @@ def candidate(package: str) -> Candidate:
 
 def download(cands: list[Candidate], dest: Path) -> list[Path]:
     """Download exact versions into ``dest``; each file's SHA256 must match the index."""
-    cmd = [hostprogs.require("apt-get"), "download", "-q"]
-    if os.geteuid() == 0:  # apt's sandbox user cannot write into root's cache
-        cmd += ["-o", "APT::Sandbox::User=root"]
-    proc = subprocess.run(cmd + [f"{c.package}={c.version}" for c in cands], cwd=dest,
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "unknown error"
-        raise EnvironmentProblem(f"apt-get download {' '.join(c.package for c in cands)}: {msg}")
+    for suite in dict.fromkeys(c.suite for c in cands):
+        _download([c for c in cands if c.suite == suite], dest, suite)
     out = []
     for c in cands:
         name = c.package.split(":")[0]
@@ -63,6 +59,21 @@ def download(cands: list[Candidate], dest: Path) -> list[Path]:
             raise EnvironmentProblem(f"{deb.name}: SHA256 {got} does not match the package index ({c.sha256})")
         out.append(deb)
     return out
+
+
+def _download(cands: list[Candidate], dest: Path, suite: str | None) -> None:
+    cmd, env = [hostprogs.require("apt-get"), "download", "-q"], None
+    if suite is not None:
+        from . import suites
+
+        env = suites.apt_env(suites.get(suite))  # its apt.conf sets the sandbox user
+    elif os.geteuid() == 0:  # apt's sandbox user cannot write into root's cache
+        cmd += ["-o", "APT::Sandbox::User=root"]
+    proc = subprocess.run(cmd + [f"{c.package}={c.version}" for c in cands], cwd=dest, env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "unknown error"
+        raise EnvironmentProblem(f"apt-get download {' '.join(c.package for c in cands)}: {msg}")
 
 
 def unpack(deb: Path, dest: Path) -> None:

@@ -54,6 +54,7 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     _p("make", "make", "Kbuild: kernels and out-of-tree modules"),
     _p("gcc", "gcc", "host programs of Kbuild (HOSTCC)"),
     _p("x86_64-linux-gnu-gcc-12", "gcc-12", "x86_64 kernels and modules (the compiler Debian 12's kernels were built with)"),
+    _p("gcc-12", "gcc-12", "checking that Debian 6.1 kernels' compiler is the host's (they name it gcc-12)"),
     _p("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu", "cross-building arm64 kernels and modules"),
     _p("strip", "binutils", "stripping debug info from x86_64 modules for the guest"),
     _p("aarch64-linux-gnu-strip", "binutils-aarch64-linux-gnu", "stripping debug info from arm64 modules"),
@@ -76,9 +77,10 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     _p("lzop", "lzop", "extracting vmlinux from lzo-compressed bzImages (PVH boot)", optional=True),
     # The test suite.
     _p("pgrep", "procps", "tests: no QEMU left behind"),
-    _p("mmdebstrap", "mmdebstrap", "make check-fresh: a throw-away Debian 12 root", optional=True),
-    _p("unshare", "util-linux", "make check-fresh: private mounts of /proc and /dev", optional=True),
-    _p("chroot", "coreutils", "make check-fresh: running the suite in the fresh root", optional=True),
+    # Build roots: modules of kernels built with a compiler the host lacks (toolchains.py).
+    _p("mmdebstrap", "mmdebstrap", "build roots (a kernel's own compiler) and make check-fresh's Debian 12 root"),
+    _p("unshare", "util-linux", "builds in build roots, and make check-fresh: private mounts of /proc and /dev"),
+    _p("chroot", "coreutils", "builds in build roots, and running check-fresh's suite in its root"),
     # From the venv, not Debian; and what it runs on the host itself.
     _p("vng", "virtme-ng", "the virtme-ng boot backend (--backend vng)", source="venv"),
     _p("file", "file", "virtme-ng: telling a static busybox and the kernel version (--backend vng)"),

@@ -1,9 +1,11 @@
 """Debian prebuilt kernels: resolve specs against the package index, fetch and cache them.
 
-A fetched kernel is an extracted set of Debian packages (image, headers,
-headers-common and kbuild) under ``<cache>/kernels/debian/<release>/root``,
-usable for out-of-tree module builds without installing anything into the
-system.  Package checksums are checked against the signed index.
+The index spans every suite of ``suites.SUITES`` (bookworm to experimental).
+A fetched kernel is an extracted set of Debian packages (the unsigned kernel,
+headers, headers-common, kbuild and, from 7.x on, linux-base-<rel>) under
+``<cache>/kernels/debian/<release>/root``, usable for out-of-tree module
+builds without installing anything into the system.  Package checksums are
+checked against the suite's signed index.
 """
 
 from __future__ import annotations
@@ -12,27 +14,45 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import debs, hostprogs, progress
+from . import debs, progress, suites, toolchains
 from .cache import atomic_write, cache_root, ensure_entry
 from .errors import EnvironmentProblem, SpecError
 from .kspec import KernelSpec, parse_spec
 
-_IMAGE_RE = re.compile(
-    r"^linux-image-(?P<abi>\d+\.\d+\.\d+(?:-\d+)?(?:\+deb\d+)?)-(?P<flavour>amd64|cloud-amd64|rt-amd64)-unsigned$"
-)
+#: Flavours msiforge boots (the x86_64 ones; arm64 boards take source: kernels).
+FLAVOURS = ("amd64", "rt-amd64", "cloud-amd64")
+_FLAV = "|".join(FLAVOURS)
+#: A kernel's own packages: the old layout ships vmlinuz in linux-image-<rel>-unsigned
+#: (boot/vmlinuz-<rel>), 7.x in linux-binary-unsigned-<rel> (usr/lib/modules/<rel>/vmlinuz.unsigned).
+_KERNEL_PKG_RE = re.compile(rf"^linux-(?:image-(?P<a>\S+?)-unsigned|binary-unsigned-(?P<b>\S+?))$")
+_HEADERS_RE = re.compile(rf"^linux-headers-(?P<rel>\S+-(?:{_FLAV}))$")
+_REL_RE = re.compile(rf"^(?P<abi>\d\S*?)-(?P<flavour>{_FLAV})$")
+
+
+def upstream_key(version: str) -> tuple:
+    """Version order of a Debian kernel package version: ``7.3~rc7-1~exp1`` < ``7.3.4-1~bpo13+1``."""
+    upstream = version.split(":")[-1].rsplit("-", 1)[0]
+    base, _, pre = upstream.partition("~")
+    nums = [int(x) for x in re.findall(r"\d+", base.split("+")[0])][:3]
+    nums += [0] * (3 - len(nums))
+    m = re.match(r"rc(\d+)", pre)
+    return (*nums, int(m[1]) - 1000 if m else 0)
 
 
 @dataclass(frozen=True, order=True)
 class DebianKernel:
-    """One Debian kernel ABI and flavour, e.g. 6.12.117+deb12 / amd64."""
+    """One Debian kernel ABI and flavour in one suite, e.g. 7.3.4+deb13 / amd64 in trixie-backports."""
 
     sort_key: tuple
     abi: str = field(compare=False)
     flavour: str = field(compare=False)
+    suite: str = field(default="bookworm", compare=False)
+    version: str = field(default="", compare=False)  # the Debian version of its packages
+    kernel_package: str = field(default="", compare=False)  # "" when the archive has only a signed image
+    headers: bool = field(default=True, compare=False)
 
     @property
     def release(self) -> str:
@@ -41,7 +61,37 @@ class DebianKernel:
 
     @property
     def series(self) -> str:
-        return ".".join(self.abi.split(".")[:2])
+        return ".".join(self.abi.split("-")[0].split("+")[0].split(".")[:2])
+
+    @property
+    def rc(self) -> int | None:
+        """The release candidate number (7.3~rc7: 7), None for a release."""
+        m = re.search(r"~rc(\d+)", self.version)
+        return int(m[1]) if m else None
+
+    @property
+    def usable(self) -> bool:
+        """Bootable and buildable: an unsigned kernel and headers (with kbuild) in the archive."""
+        return self.headers and bool(self.kernel_package)
+
+    @property
+    def spec(self) -> str:
+        """The spec that names exactly this kernel."""
+        flav = {"amd64": "", "rt-amd64": "-rt", "cloud-amd64": "-cloud"}[self.flavour]
+        if self.rc is not None:
+            return f"debian:{self.series}-rc{self.rc}{flav}"
+        return f"debian:{self.abi}{flav}"
+
+
+def make_kernel(abi: str, flavour: str, suite: str = "bookworm", version: str = "",
+                kernel_package: str = "-", headers: bool = True) -> DebianKernel:
+    """A DebianKernel with its sort key (version order, then ABI, then flavour)."""
+    version = version or abi.split("+")[0].split("-")[0] + "-1"
+    if kernel_package == "-":
+        kernel_package = f"linux-image-{abi}-{flavour}-unsigned"
+    order = [s.name for s in suites.SUITES].index(suite) if suite in suites.BY_NAME else 99
+    return DebianKernel((upstream_key(version), _abi_key(abi), abi, flavour, order), abi, flavour, suite,
+                        version, kernel_package, headers)
 
 
 @dataclass
@@ -55,6 +105,9 @@ class Kernel:
     header_dirs: list[Path]  # where include/linux/... live, for feature probes
     patch_series: str | None = None  # source:X.Y+NAME: the msiforge patch series built in
     arch: str = "x86_64"  # the board arch it runs on (modules are built for it)
+    suite: str = ""  # debian: the suite it came from
+    #: Where its modules build and with which compiler (None: the host's, as the kernel was built here).
+    toolchain: toolchains.Toolchain | None = None
 
 
 
@@ -63,64 +116,140 @@ def _abi_key(abi: str) -> tuple:
     return tuple(nums)
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    hostprogs.require(cmd[0])
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, **kw)
+def _newest(records: list[dict]) -> dict:
+    return max(records, key=lambda r: (upstream_key(r["Version"]), r["Version"]))
 
 
-_APT_LISTS = Path("/var/lib/apt/lists")
+def suite_kernels(suite: suites.Suite, records: list[dict]) -> list[DebianKernel]:
+    """The x86_64 kernels one suite's package records offer, with or without headers.
+
+    Metapackages (``linux-image-6.12-amd64`` depending on the real one) are
+    skipped: a real image depends on kmod (old layout) or on its
+    linux-binary package (7.x), real headers on their linux-kbuild.
+    """
+    by_name: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("Architecture") in ("amd64", "all"):
+            by_name.setdefault(r["Package"], []).append(r)
+    rels: dict[str, dict] = {}
+    for name, recs in by_name.items():
+        m = _HEADERS_RE.match(name)
+        if m and _REL_RE.match(m["rel"]) and "linux-kbuild-" in _newest(recs)["Depends"]:
+            rels.setdefault(m["rel"], {})["headers"] = _newest(recs)
+        m = _KERNEL_PKG_RE.match(name)
+        if m and _REL_RE.match(m["a"] or m["b"]):
+            rels.setdefault(m["a"] or m["b"], {})["kernel"] = _newest(recs)
+        m = re.match(r"^linux-image-(\S+)$", name)
+        dep = _newest(recs)["Depends"]
+        if m and _REL_RE.match(m[1]) and ("kmod" in dep or "linux-binary-" in dep):
+            rels.setdefault(m[1], {}).setdefault("signed", _newest(recs))
+    out = []
+    for rel, got in rels.items():
+        rm = _REL_RE.match(rel)
+        head, kern = got.get("headers"), got.get("kernel")
+        version = (head or kern or got["signed"])["Version"]
+        kpkg = kern["Package"] if kern and kern["Version"] == version else ""
+        out.append(make_kernel(rm["abi"], rm["flavour"], suite.name, version, kpkg, head is not None))
+    return out
 
 
-def _package_names() -> list[str]:
-    """linux-image-* package names, cached until apt's lists change (apt-cache takes ~0.5 s)."""
-    lists = sorted(_APT_LISTS.glob("*_Packages*")) if _APT_LISTS.is_dir() else []
-    stamp = hashlib.sha256("".join(f"{p.name}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
-                                   for p in lists).encode()).hexdigest()[:16]
-    cached = cache_root() / "index" / f"linux-image-{stamp}.json"
-    if lists and cached.exists():
-        return json.loads(cached.read_text())
-    names = _run(["apt-cache", "pkgnames", "linux-image-"]).stdout.split()
-    if lists and names:
-        atomic_write(cached, json.dumps(names) + "\n")
-    return names
+def index(all_kernels: bool = False) -> list[DebianKernel]:
+    """Every usable Debian kernel (unsigned image and headers) of every suite, oldest first.
 
-
-def index() -> list[DebianKernel]:
-    """All Debian kernel images the package index offers, oldest first."""
-    out = _package_names()
-    kernels = []
-    for name in out:
-        m = _IMAGE_RE.match(name)
-        if m:
-            abi, flavour = m["abi"], m["flavour"]
-            kernels.append(DebianKernel((_abi_key(abi), flavour), abi, flavour))
+    With ``all_kernels``, also those the archive keeps only as signed images
+    (listed, never resolved).  A release offered by several suites is taken
+    from the one with the newest version (ties: the first in ``suites.SUITES``).
+    """
+    found: dict[str, DebianKernel] = {}
+    for suite in suites.SUITES:
+        for k in suite_kernels(suite, suites.packages(suite)):
+            old = found.get(k.release)
+            if old is None or (k.usable, upstream_key(k.version), k.version) > \
+                    (old.usable, upstream_key(old.version), old.version):
+                found[k.release] = k
+    kernels = sorted(k for k in found.values() if all_kernels or k.usable)
     if not kernels:
-        raise EnvironmentProblem(
-            "the Debian package index lists no kernel images: run 'apt-get update' (as root) and try again"
-        )
-    return sorted(kernels)
+        raise EnvironmentProblem("the Debian suites msiforge indexes list no kernels with headers: "
+                                 "check the mirror (msiforge kernels update)")
+    return kernels
+
+
+def _matches(spec: KernelSpec, k: DebianKernel) -> bool:
+    """Whether ``k`` is one the single-kernel part of ``spec`` names (any version of it)."""
+    if k.flavour != spec.flavour or (spec.suite and k.suite != spec.suite):
+        return False
+    if spec.every:
+        return True
+    key = _abi_key(k.abi)
+    if key[:2] != (spec.major, spec.minor):
+        return False
+    if spec.rc is not None:
+        return k.rc is not None and (spec.rc == 0 or k.rc == spec.rc)
+    if spec.patch is not None:
+        if len(key) < 3 or key[2] != spec.patch or k.rc is not None:
+            return False
+        if spec.abinum is not None and (len(key) < 4 or key[3] != spec.abinum):
+            return False
+        return spec.deb is None or k.abi.endswith(f"+{spec.deb}")
+    return k.rc is None  # debian:X.Y means releases, never candidates
+
+
+def _no_match(spec: KernelSpec, part: KernelSpec, available: list[DebianKernel]) -> SpecError:
+    near = sorted({k.abi if k.rc is None else f"{k.series}-rc{k.rc}" for k in available
+                   if part.major is not None and _abi_key(k.abi)[:2] == (part.major, part.minor)
+                   and k.flavour == part.flavour})
+    hint = f" (available: {', '.join(near)})" if near else ""
+    where = f" in {part.suite}" if part.suite else ""
+    return SpecError(f"kernel spec {spec.text!r}: no matching Debian kernel with headers{where}{hint}")
 
 
 def resolve(spec: KernelSpec | str, available: list[DebianKernel] | None = None) -> DebianKernel:
-    """Resolve a ``debian:`` spec to the newest matching Debian kernel."""
+    """Resolve a single-kernel ``debian:`` spec to the newest matching Debian kernel."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    if spec.many:
+        raise SpecError(f"kernel spec {spec.text!r} names several kernels; here it must name one")
+    available = index() if available is None else available
+    matches = [k for k in available if _matches(spec, k)]
+    if not matches:
+        raise _no_match(spec, spec, available)
+    suites.warn_if_expired(suites.get(matches[-1].suite))
+    return matches[-1]
+
+
+def expand(spec: KernelSpec | str, available: list[DebianKernel] | None = None) -> list[DebianKernel]:
+    """The kernels a spec names, oldest first: one for a plain spec, every match of a range or ``all``."""
     if isinstance(spec, str):
         spec = parse_spec(spec)
     available = index() if available is None else available
-    matches = []
-    for k in available:
-        key = k.sort_key[0]
-        if k.flavour != spec.flavour or key[:2] != (spec.major, spec.minor):
-            continue
-        if spec.patch is not None and (len(key) < 3 or key[2] != spec.patch):
-            continue
-        if spec.abinum is not None and (len(key) < 4 or key[3] != spec.abinum):
-            continue
-        matches.append(k)
-    if not matches:
-        near = sorted({k.abi for k in available if k.sort_key[0][:2] == (spec.major, spec.minor)})
-        hint = f" (available: {', '.join(near)})" if near else ""
-        raise SpecError(f"kernel spec {spec.text!r}: no matching Debian kernel package{hint}")
-    return matches[-1]
+    if not spec.many:
+        return [resolve(spec, available)]
+    if spec.every:
+        picked = [k for k in available if _matches(spec, k)]
+    else:
+        lo = [k for k in available if _matches(spec, k)]
+        hi = [k for k in available if _matches(spec.upper, k)]
+        if not lo or not hi:
+            raise _no_match(spec, spec if not lo else spec.upper, available)
+        picked = [k for k in available if k.flavour == spec.flavour and lo[0] <= k <= hi[-1]
+                  and (not spec.suite or k.suite == spec.suite)]
+    if not picked:
+        raise SpecError(f"kernel spec {spec.text!r}: no Debian kernel with headers in that range")
+    for name in dict.fromkeys(k.suite for k in picked):
+        suites.warn_if_expired(suites.get(name))
+    return picked
+
+
+def expand_specs(specs: list[str], available: list[DebianKernel] | None = None) -> list[str]:
+    """``specs`` with every range or ``all`` replaced by the exact specs of its kernels (order kept)."""
+    out: list[str] = []
+    for text in specs:
+        spec = parse_spec(text)
+        if spec.kind == "debian" and spec.many:
+            out += [k.spec for k in expand(spec, available)]
+        else:
+            out.append(text)
+    return list(dict.fromkeys(out))
 
 
 def entry_dir(kernel: DebianKernel) -> Path:
@@ -128,18 +257,38 @@ def entry_dir(kernel: DebianKernel) -> Path:
 
 
 def _packages_for(kernel: DebianKernel) -> list[debs.Candidate]:
-    headers = debs.candidate(f"linux-headers-{kernel.release}")
-    pkgs = [debs.candidate(f"linux-image-{kernel.release}-unsigned"), headers]
+    """The kernel's packages from its suite: the unsigned kernel, headers, and the build packages they need.
+
+    Among the headers' dependencies: -common, linux-kbuild and (7.x)
+    linux-base-<rel>, which has the kernel's config and modules.* lists.
+    """
+    suite = suites.get(kernel.suite)
+    records = {(r["Package"], r["Version"]): r for r in suites.packages(suite)}
+
+    def cand(name: str) -> debs.Candidate:
+        r = records.get((name, kernel.version))
+        if r is None:
+            raise EnvironmentProblem(f"suite {suite.name} has no {name} {kernel.version}")
+        return debs.Candidate(name, r["Version"], r["SHA256"], r, suite.name)
+
+    headers = cand(f"linux-headers-{kernel.release}")
+    pkgs = [cand(kernel.kernel_package), headers]
     for dep in headers.fields.get("Depends", "").split(","):
         name = dep.strip().split()[0] if dep.strip() else ""
-        if name.startswith(("linux-headers-", "linux-kbuild-")):
-            pkgs.append(debs.candidate(name))
+        if re.match(r"^linux-(?:headers|kbuild|base)-\d", name):
+            pkgs.append(cand(name))
     return pkgs
+
+
+def _vmlinuz(kernel: DebianKernel) -> str:
+    if kernel.kernel_package.startswith("linux-binary-unsigned-"):
+        return f"usr/lib/modules/{kernel.release}/vmlinuz.unsigned"
+    return f"boot/vmlinuz-{kernel.release}"
 
 
 def _build_entry(kernel: DebianKernel, tmp: Path) -> None:
     pkgs = _packages_for(kernel)
-    progress.info(f"downloading {len(pkgs)} Debian packages for {kernel.release}")
+    progress.info(f"downloading {len(pkgs)} Debian packages for {kernel.release} ({kernel.suite})")
     dl = tmp / "debs"
     dl.mkdir()
     files = debs.download(pkgs, dl)
@@ -148,12 +297,18 @@ def _build_entry(kernel: DebianKernel, tmp: Path) -> None:
         debs.unpack(deb, root)
     build = root / "usr/src" / f"linux-headers-{kernel.release}"
     makefile = build / "Makefile"
-    # The flavour's Makefile includes the common one by absolute path: point it into the cache.
+    # The flavour's Makefile includes the common one by absolute path, and (7.x) sets
+    # KBUILD_OUTPUT to its own absolute path: point both into the cache, wherever it is.
     text = makefile.read_text()
     text = re.sub(r"include /usr/src/(linux-headers-[^/\s]+)/Makefile",
                   lambda m: f"include $(dir $(lastword $(MAKEFILE_LIST)))../{m[1]}/Makefile", text)
+    text = re.sub(r"^KBUILD_OUTPUT\s*:?=\s*/usr/src/\S+$",
+                  "KBUILD_OUTPUT := $(realpath $(dir $(lastword $(MAKEFILE_LIST))))", text, flags=re.M)
     makefile.write_text(text)
-    meta = {"release": kernel.release, "abi": kernel.abi, "flavour": kernel.flavour,
+    if not (root / _vmlinuz(kernel)).is_file():
+        raise EnvironmentProblem(f"{kernel.kernel_package}: no kernel image at /{_vmlinuz(kernel)}")
+    meta = {"release": kernel.release, "abi": kernel.abi, "flavour": kernel.flavour, "suite": kernel.suite,
+            "version": kernel.version, "vmlinuz": _vmlinuz(kernel),
             "packages": {d.name: hashlib.sha256(d.read_bytes()).hexdigest() for d in files}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(dl)
@@ -168,10 +323,12 @@ def fetch(spec: str, available: list[DebianKernel] | None = None) -> Kernel:
 
 def load(spec: str, dk: DebianKernel, entry: Path) -> Kernel:
     root = entry / "root"
+    meta = json.loads((entry / "meta.json").read_text())
     build = root / "usr/src" / f"linux-headers-{dk.release}"
     commons = sorted(p for p in (root / "usr/src").glob("linux-headers-*common*") if p.is_dir())
-    return Kernel(spec=spec, release=dk.release, vmlinuz=root / "boot" / f"vmlinuz-{dk.release}",
-                  build_dir=build, header_dirs=[build, *commons])
+    vmlinuz = root / meta.get("vmlinuz", f"boot/vmlinuz-{dk.release}")
+    return Kernel(spec=spec, release=dk.release, vmlinuz=vmlinuz, build_dir=build, header_dirs=[build, *commons],
+                  suite=dk.suite, toolchain=toolchains.for_headers(build, dk.suite))
 
 
 def cached_releases() -> set[str]:

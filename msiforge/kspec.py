@@ -1,12 +1,19 @@
 """Kernel specs: the strings users write to name a kernel.
 
-Supported forms (resolved against the Debian package index by ``kernels.py``)::
+Debian prebuilt kernels, resolved by ``kernels.py`` against every Debian suite
+msiforge indexes (bookworm to experimental, see ``suites.py``); only kernels
+whose headers are in the archive are picked::
 
-    debian:6.12          newest 6.12 ABI, flavour amd64
-    debian:6.12.117      that upstream release (ABI 6.12.117+deb12)
-    debian:6.1.0-56      that Debian ABI
-    debian:6.1           newest 6.1 ABI
-    debian:6.1.0-56-rt   flavour suffix: -rt or -cloud (default amd64)
+    debian:7.3           newest 7.3 release (not a release candidate), any suite
+    debian:6.12.117      that upstream release (the newest ABI of it: +deb13 over +deb12)
+    debian:6.12.117+deb12  that exact ABI (uname -r without the flavour)
+    debian:6.1.0-56      that Debian ABI (6.1's numbering)
+    debian:7.3-rc7       a release candidate (experimental); debian:7.3-rc the newest one
+    debian:7.3-rt        flavour suffix: -rt or -cloud (default amd64)
+    debian:7.2@sid       only from that suite
+    debian:6.1..7.3      every kernel with headers from the oldest 6.1 to the newest 7.3
+                         (release candidates between them included); ends are specs too
+    debian:all           every kernel with headers (debian:all-rt: of that flavour)
 
 Kernels built from source (by ``source_kernels.py``)::
 
@@ -19,6 +26,7 @@ Kernels built from source (by ``source_kernels.py``)::
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -30,10 +38,13 @@ _SOURCE_RE = re.compile(r"^source:(?P<major>\d{1,2})\.(?P<minor>\d{1,3})(?:\+(?P
 _TREE_RE = re.compile(r"^tree:(?P<path>[^@\s]+)(?:@(?P<rev>[A-Za-z0-9._/~^-]{1,100}))?$")
 
 _DEBIAN_RE = re.compile(
-    r"^debian:(?P<major>\d{1,2})\.(?P<minor>\d{1,3})"
-    r"(?:\.(?P<patch>\d{1,4})(?:-(?P<abinum>\d{1,4}))?)?"
-    r"(?:-(?P<flavour>rt|cloud))?$"
+    r"^(?P<major>\d{1,2})\.(?P<minor>\d{1,3})"
+    r"(?:\.(?P<patch>\d{1,4})(?:-(?P<abinum>\d{1,4})|\+(?P<deb>deb\d{1,3}(?:\.\d{1,3})?))?|(?P<pre>-rc(?P<rc>\d{1,2})?))?"
+    r"(?:-(?P<flavour>rt|cloud))?(?:@(?P<suite>[a-z][a-z-]{1,30}))?$"
 )
+_ALL_RE = re.compile(r"^all(?:-(?P<flavour>rt|cloud))?(?:@(?P<suite>[a-z][a-z-]{1,30}))?$")
+_DEBIAN_FORMS = ("forms: debian:7.3, debian:6.12.117, debian:6.12.117+deb12, debian:6.1.0-56, debian:7.3-rc7, "
+                 "debian:6.1-rt, debian:7.2@sid, debian:6.1..7.3, debian:all")
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,20 @@ class KernelSpec:
     patch_series: str | None = None  # source:X.Y+NAME: the generated patch series NAME
     path: str | None = None  # tree:PATH
     rev: str | None = None  # tree:PATH@REV
+    deb: str | None = None  # debian:X.Y.Z+debNN: the Debian release part of the ABI
+    rc: int | None = None  # debian:X.Y-rcN (0: debian:X.Y-rc, the newest candidate)
+    suite: str | None = None  # debian:...@SUITE
+    upper: KernelSpec | None = None  # debian:A..B: this spec is A, upper is B
+    every: bool = False  # debian:all
 
     @property
     def series(self) -> str:
         return f"{self.major}.{self.minor}"
+
+    @property
+    def many(self) -> bool:
+        """Whether the spec names a set of kernels (a range or all), expanded by ``kernels.expand``."""
+        return self.every or self.upper is not None
 
 
 def parse_spec(text: object) -> KernelSpec:
@@ -66,15 +87,39 @@ def parse_spec(text: object) -> KernelSpec:
         return _parse_tree(text)
     if not text.startswith("debian:"):
         raise SpecError(
-            f"kernel spec {text!r}: expected 'debian:' followed by a version, e.g. debian:6.12, debian:6.1.0-56"
+            f"kernel spec {text!r}: expected 'debian:', 'source:' or 'tree:', e.g. debian:7.3, source:6.12"
         )
-    m = _DEBIAN_RE.match(text)
+    body = text[len("debian:"):]
+    m = _ALL_RE.match(body)
+    if m:
+        return KernelSpec(text=text, kind="debian", major=None, minor=None, patch=None, abinum=None,
+                          flavour=FLAVOURS[m["flavour"] or ""], suite=_suite(text, m["suite"]), every=True)
+    if ".." in body:
+        lo_text, _, hi_text = body.partition("..")
+        lo, hi = _parse_debian(text, lo_text), _parse_debian(text, hi_text)
+        named = {k.flavour for k in (lo, hi)} - {FLAVOURS[""]}
+        if len(named) > 1:
+            raise SpecError(f"kernel spec {text!r}: the range's ends are different flavours")
+        flavour = named.pop() if named else FLAVOURS[""]
+        lo = dataclasses.replace(lo, text=text, flavour=flavour)
+        return dataclasses.replace(lo, upper=dataclasses.replace(hi, flavour=flavour))
+    return _parse_debian(text, body)
+
+
+def _suite(text: str, name: str | None) -> str | None:
+    from .suites import BY_NAME
+
+    if name is not None and name not in BY_NAME:
+        raise SpecError(f"kernel spec {text!r}: unknown suite {name!r} (known: {', '.join(BY_NAME)})")
+    return name
+
+
+def _parse_debian(text: str, body: str) -> KernelSpec:
+    m = _DEBIAN_RE.match(body)
     if not m:
-        raise SpecError(
-            f"kernel spec {text!r}: not a Debian kernel version "
-            "(forms: debian:6.12, debian:6.12.117, debian:6.1.0-56, debian:6.1-rt)"
-        )
+        raise SpecError(f"kernel spec {text!r}: not a Debian kernel version ({_DEBIAN_FORMS})")
     g = m.groupdict()
+    rc = (int(g["rc"]) if g["rc"] is not None else 0) if g["pre"] else None
     return KernelSpec(
         text=text,
         kind="debian",
@@ -83,6 +128,9 @@ def parse_spec(text: object) -> KernelSpec:
         patch=int(g["patch"]) if g["patch"] is not None else None,
         abinum=int(g["abinum"]) if g["abinum"] is not None else None,
         flavour=FLAVOURS[g["flavour"] or ""],
+        deb=g["deb"],
+        rc=rc,
+        suite=_suite(text, g["suite"]),
     )
 
 

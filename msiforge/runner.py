@@ -115,7 +115,7 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
     def _build(tmp: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(tree, work, ignore=shutil.ignore_patterns("run.sh"))
-        for ko in kbuild.build(work, kernel.build_dir, arch=kernel.arch).modules:
+        for ko in kbuild.build(work, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain).modules:
             shutil.copy2(ko, tmp / ko.name)
 
     ensure_entry(entry, _build)
@@ -129,7 +129,7 @@ def build_fault_module(kernel: kern.Kernel, dest: Path) -> Path:
     shutil.copy2(src, dest / src.name)
     (dest / "Kbuild").write_text("obj-m += msiforge_fault.o\n")
     (dest / "manifest.json").write_text('{"files": {"msiforge_fault.c": "kmod/fault/msiforge_fault.c"}}\n')
-    return kbuild.build(dest, kernel.build_dir, arch=kernel.arch).modules[0]
+    return kbuild.build(dest, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain).modules[0]
 
 
 def record_build_failure(board: Board, kdir: Path, error: str) -> verdicts.Events:

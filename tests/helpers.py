@@ -11,7 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 MSIFORGE = [sys.executable, "-m", "msiforge.cli"]
 #: The two Debian series every generated driver must build on.
-KERNELS = ["debian:6.1.0-56", "debian:6.12"]
+KERNELS = ["debian:6.1.0-56", "debian:6.12.117+deb12"]
 
 
 def msiforge(*args: str, cwd: Path | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:

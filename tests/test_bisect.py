@@ -20,7 +20,7 @@ def test_bisect_debian_domain_layout_and_cached_repeat(tmp_path):
     data["description"] = f"bisect test {tmp_path}"
     board = write_board(tmp_path, data)
     args = ["bisect", str(board), "--scenario", "domain-layout", "--good", "debian:6.1.0-55",
-            "--bad", "debian:6.12.111", "--kernels", "debian:6.1.0-55,debian:6.1.0-56,debian:6.12.107,debian:6.12.111"]
+            "--bad", "debian:6.12.111+deb12", "--kernels", "debian:6.1.0-55,debian:6.1.0-56,debian:6.12.107+deb12,debian:6.12.111+deb12"]
     first = msiforge(*args, "--out", str(tmp_path / "b1"))
     assert first.returncode == 0, first.stdout + first.stderr
     res = json.loads((tmp_path / "b1" / "bisect.json").read_text())

@@ -73,7 +73,7 @@ def test_verdicts_are_keyed_on_what_was_tested(tmp_path, fake_runs, monkeypatch)
     data = default_board()
     data["description"] = f"verdict key test {tmp_path}"  # a board of its own: nothing cached yet
     board = load_board(str(write_board(tmp_path, data)))
-    k = kern.resolve("debian:6.12")
+    k = kern.resolve("debian:6.12.117+deb12")
     first = bisect.verdict(board, k, "deliver", tmp_path / "o1")
     again = bisect.verdict(board, k, "deliver", tmp_path / "o2")
     assert (first[0], first[2], again[0], again[2]) == ("pass", False, "pass", True)

@@ -134,7 +134,7 @@ def test_boot_image_falls_back_when_the_probe_fails(tmp_path, monkeypatch):
 
 
 @pytest.mark.vm
-@pytest.mark.parametrize("spec", ["debian:6.1.0-56", "debian:6.12"])
+@pytest.mark.parametrize("spec", ["debian:6.1.0-56", "debian:6.12.117+deb12"])
 def test_debian_kernels_boot_by_pvh(spec, fetched_kernels, tmp_path):
     """Debian's xz (6.1) and zstd (6.12) kernels yield a vmlinux that reaches init by PVH."""
     k = fetched_kernels[spec]

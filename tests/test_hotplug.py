@@ -29,7 +29,7 @@ def _diag(dev: str, k: int, slots: int, fires: int, how: str) -> str:
 
 def _run(tmp_path, board_path: str, *scenario_names: str):
     run_dir = tmp_path / "run"
-    args = ["run", board_path, "--kernel", "debian:6.12", "--out", str(run_dir)]
+    args = ["run", board_path, "--kernel", "debian:6.12.117+deb12", "--out", str(run_dir)]
     for s in scenario_names:
         args += ["--scenario", s]
     proc = msiforge(*args)
@@ -116,7 +116,7 @@ def test_hotplug_fails_when_the_interrupts_are_not_counted_on_cpu0(tmp_path, mon
 
     monkeypatch.setattr(render, "generate", generate_sabotaged)
     run_dir = tmp_path / "run"
-    result = runner.run(load_board(None), ["debian:6.12"], ["hotplug"], run_dir)
+    result = runner.run(load_board(None), ["debian:6.12.117+deb12"], ["hotplug"], run_dir)
     assert not result.passed
     k = json.loads((run_dir / "results.json").read_text())["kernels"][0]
     (hotplug,) = k["scenarios"]

@@ -18,7 +18,7 @@ IMS = Features(msi_parent=True, pci_ims=True, platform_msi_group=False)
 
 def test_device_strategies_are_decided_from_the_headers_alone():
     board = load_board("q35-ims")
-    stock = plan.kernel_plan(board, "debian:6.12", "6.12.117+deb12-amd64", NONE, None)
+    stock = plan.kernel_plan(board, "debian:6.12.117+deb12", "6.12.117+deb12-amd64", NONE, None)
     assert [(d.name, d.strategy, d.api) for d in stock.devices] == [("ims0", "module-local", "module-local"),
                                                                     ("pmsi0", "module-local", "module-local")]
     assert stock.device("ims0").why == "the kernel's headers declare no pci-ims API"
@@ -33,7 +33,7 @@ def test_device_strategies_are_decided_from_the_headers_alone():
 
 @pytest.mark.vm
 def test_msiforge_plan_q35_ims():
-    proc = msiforge("plan", "--kernel", "debian:6.12")
+    proc = msiforge("plan", "--kernel", "debian:6.12.117+deb12")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "board q35-ims from q35-ims (built-in board): x86_64 q35, console ttyS0" in out
@@ -41,7 +41,7 @@ def test_msiforge_plan_q35_ims():
     assert "accelerator TCG: " in out or "accelerator KVM: " in out
     assert "clock icount: -icount probe: init reached in" in out
     assert "command line: console=ttyS0 loglevel=5 panic=-1 initcall_blacklist=" in out
-    data = json.loads(msiforge("plan", "q35-ims", "--kernel", "debian:6.12", "--json").stdout)
+    data = json.loads(msiforge("plan", "q35-ims", "--kernel", "debian:6.12.117+deb12", "--json").stdout)
     boot = data["kernels"][0]["boot"]
     assert boot["backend"] == "qemu" and boot["image"]["why"] in ("PVH", "bzImage") or \
         boot["image"]["why"].startswith("bzImage: ")

@@ -21,7 +21,7 @@ def _results(run_dir):
 def test_default_board_on_6_1_and_6_12(tmp_path):
     """One generator, two kernels: every scenario passes on both, with artifacts written."""
     run_dir = tmp_path / "run"
-    proc = msiforge("run", "--kernel", "debian:6.1.0-56", "--kernel", "debian:6.12", "--out", str(run_dir))
+    proc = msiforge("run", "--kernel", "debian:6.1.0-56", "--kernel", "debian:6.12.117+deb12", "--out", str(run_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "accelerator: " in proc.stderr and "(" in proc.stderr.split("accelerator: ")[1].splitlines()[0]
     res = _results(run_dir)
@@ -55,7 +55,7 @@ def test_variant_board_without_remapping(tmp_path):
             {"name": "m", "storage": "pci-msi", "slots": 1, "mask": "none"},
         ]})
     run_dir = tmp_path / "run"
-    proc = msiforge("run", str(board), "--kernel", "debian:6.1.0-56", "--kernel", "debian:6.12",
+    proc = msiforge("run", str(board), "--kernel", "debian:6.1.0-56", "--kernel", "debian:6.12.117+deb12",
                     "--out", str(run_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for k in _results(run_dir)["kernels"]:
@@ -74,7 +74,7 @@ def test_broken_storage_ops_fail_the_right_scenarios(tmp_path, fetched_kernels):
     from msiforge.vmtests import qemu
 
     board = load_board(None)
-    kernel = fetched_kernels["debian:6.12"]
+    kernel = fetched_kernels["debian:6.12.117+deb12"]
     target = render.target_for(kernel)
     tree = render.generate(board, [target], tmp_path / "gen")[kernel.release]
     ims0 = tree / "msiforge_ims0.c"
@@ -225,7 +225,7 @@ def test_an_unknown_step_in_the_guest_fails_closed(tmp_path):
 
     board = load_board(str(write_board(tmp_path, SMALL)))
     board = dataclasses.replace(board, scenarios=("deliver", "no-such-step"))
-    result = runner.run(board, ["debian:6.12"], None, tmp_path / "run")
+    result = runner.run(board, ["debian:6.12.117+deb12"], None, tmp_path / "run")
     deliver, unknown = result.kernels[0].scenarios
     assert (deliver.name, deliver.status) == ("deliver", "pass")
     assert (unknown.name, unknown.status, unknown.devices) == ("no-such-step", "fail", {"ims0": "not ok"})
@@ -262,7 +262,7 @@ def test_stress_churn_and_rt(tmp_path):
                      "update": "queued", "groups": [1, 2]}],
         "scenarios": ["deliver", "mask", "affinity", "stress", "churn", "rt", "unload"]})
     run_dir = tmp_path / "run"
-    proc = msiforge("run", str(board), "--kernel", "debian:6.12-rt", "--out", str(run_dir))
+    proc = msiforge("run", str(board), "--kernel", "debian:6.12.117+deb12-rt", "--out", str(run_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     k = _results(run_dir)["kernels"][0]
     assert k["release"].endswith("-rt-amd64")
