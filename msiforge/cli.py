@@ -150,12 +150,29 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a board file and print what it describes")
     _add_board(p)
 
-    p = sub.add_parser("kernels", help="list or fetch Debian kernels")
+    p = sub.add_parser("kernels", help="list, fetch or inspect Debian kernels; configure or build source kernels",
+                       description="Debian kernels come from every suite msiforge indexes (bookworm, "
+                                   "bookworm-security, bookworm-backports, trixie, trixie-security, "
+                                   "trixie-backports, forky, sid, experimental), each through msiforge's own apt "
+                                   "state in its cache; the host's apt sources are never read or changed.")
     ksub = p.add_subparsers(dest="kcommand", metavar="ACTION")
-    kl = ksub.add_parser("list", help="kernels the package index offers, and which are cached")
-    kl.add_argument("--series", help="only this series, e.g. 6.12")
-    kf = ksub.add_parser("fetch", help="download and extract image + headers into the cache")
+    kl = ksub.add_parser("list", help="kernels the suites offer: release, spec, suite, headers, compiler, cached")
+    kl.add_argument("--series", help="only this series, e.g. 7.3")
+    kl.add_argument("--suite", help="only this suite, e.g. trixie-backports")
+    kl.add_argument("--flavour", choices=["amd64", "rt-amd64", "cloud-amd64"], help="only this flavour")
+    kl.add_argument("--all", action="store_true", dest="everything",
+                    help="also kernels the archive keeps without headers (signed images only: not usable)")
+    kf = ksub.add_parser("fetch", help="download and extract a kernel and its headers into the cache")
     kf.add_argument("specs", nargs="+", metavar="SPEC")
+    kt = ksub.add_parser("toolchain", help="which compiler builds a kernel's modules, and where (host or build root)",
+                         description="Reads the kernel's compiler from its headers (CONFIG_CC_VERSION_TEXT) and "
+                                     "says where modules for it are built: on the host when it has that compiler "
+                                     "and can run the kernel's Kbuild tools, else in a cached Debian build root "
+                                     "(mmdebstrap) of the suite that has it. --make creates the build root now.")
+    kt.add_argument("specs", nargs="+", metavar="SPEC")
+    kt.add_argument("--make", action="store_true", help="create the build root if it does not exist yet")
+    ku = ksub.add_parser("update", help="refresh every suite's package lists now (they are refreshed daily)")
+    ku.set_defaults(kcommand="update")
     patches_cli.register_kernels(ksub)
     patches_cli.register(sub)
     return ap
@@ -343,28 +360,72 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
     if args.kcommand in ("config", "build"):
         return patches_cli.handle(args)
-    if args.kcommand == "fetch":
+    if args.kcommand in ("fetch", "toolchain"):
         available = kern.index()
-        for s in args.specs:
+        specs = kern.expand_specs(args.specs, available)
+        for s in specs:
             kern.resolve(s, available)
-        for s in args.specs:
+        for s in specs:
             k = kern.fetch(s, available)
-            print(f"{s}: {k.release}  vmlinuz {k.vmlinuz}  build {k.build_dir}")
+            if args.kcommand == "fetch":
+                print(f"{s}: {k.release}  vmlinuz {k.vmlinuz}  build {k.build_dir}")
+            else:
+                _print_toolchain(s, k, args.make)
+        return 0
+    if args.kcommand == "update":
+        from . import suites
+
+        for suite in suites.SUITES:
+            suites.update(suite, force=True)
+            suites.warn_if_expired(suite)
+        print(f"updated {len(suites.SUITES)} suites: {', '.join(s.name for s in suites.SUITES)}")
         return 0
     if args.kcommand != "list":
         parser().parse_args(["kernels", "--help"])
+    return _list_kernels(args)
+
+
+def _print_toolchain(spec: str, k, make: bool) -> None:
+    tc = k.toolchain
+    print(f"{spec}: {k.release} ({k.suite})")
+    print(f"  compiler: {tc.compiler.text} (CONFIG_CC_VERSION_TEXT)")
+    if tc.pahole:
+        print(f"  pahole:   {tc.pahole // 100}.{tc.pahole % 100:02d} (CONFIG_PAHOLE_VERSION {tc.pahole})")
+    print(f"  Kbuild tools need glibc {tc.glibc[0]}.{tc.glibc[1]}")
+    if tc.on_host:
+        print(f"  builds on: the host ({tc.why})")
+        return
+    if make:
+        tc.ensure_root()
+    state = "made" if (tc.root_entry / ".complete").exists() else "not made yet: the first build makes it"
+    print(f"  builds in: build root {tc.suite} ({tc.why})")
+    print(f"  root:      {tc.root_entry} ({state})")
+    print(f"  packages:  {' '.join(tc.packages)}")
+    if tc.installed():
+        print("  installed: " + ", ".join(f"{p} {v}" for p, v in tc.installed().items()))
+
+
+def _list_kernels(args: argparse.Namespace) -> int:
+    from . import kernels as kern
+    from . import suites
+
     cached = kern.cached_releases()
-    table = Table(title="Debian kernels (spec: debian:<abi> or debian:<series>[-rt|-cloud])")
-    table.add_column("release")
-    table.add_column("spec")
-    table.add_column("cached")
-    for k in kern.index():
-        if args.series and k.series != args.series:
+    table = Table(title="Debian kernels (spec: debian:<series>, debian:<abi>, debian:<series>-rc<N>, -rt|-cloud, "
+                        "@<suite>, A..B, all)")
+    for col in ("release", "spec", "series", "flavour", "suite", "headers", "compiler", "cached"):
+        table.add_column(col)
+    shown = 0
+    for k in kern.index(all_kernels=args.everything):
+        if (args.series and k.series != args.series) or (args.suite and k.suite != args.suite) or \
+                (args.flavour and k.flavour != args.flavour):
             continue
-        flav = {"amd64": "", "rt-amd64": "-rt", "cloud-amd64": "-cloud"}[k.flavour]
-        spec = f"debian:{k.abi.split('+')[0]}{flav}"
-        table.add_row(k.release, spec, "yes" if k.release in cached else "")
-    Console().print(table)
+        shown += 1
+        suite = k.suite + (" *" if suites.expired(suites.get(k.suite)) else "")
+        headers = "yes" if k.usable else ("no (signed image only)" if not k.headers else "no unsigned image")
+        table.add_row(k.release, k.spec if k.usable else "", k.series, k.flavour, suite, headers,
+                      k.compiler, "yes" if k.release in cached else "")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    print(f"{shown} kernels; * an expired index (used anyway: the mirror stopped refreshing that suite)")
     return 0
 
 

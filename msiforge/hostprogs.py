@@ -45,6 +45,7 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     # Debian packages: the index, downloads, unpacking.
     _p("apt-get", "apt", "downloading Debian kernels, linux-source and foreign busybox into the cache"),
     _p("apt-cache", "apt", "reading the package index (kernel versions, SHA256 sums)"),
+    _p("apt-config", "apt", "tests: msiforge's private apt configuration takes nothing from the host's"),
     _p("dpkg", "dpkg", "adding the arm64 architecture to apt's index (make deps)"),
     _p("dpkg-deb", "dpkg", "unpacking downloaded packages without installing them"),
     _p("dpkg-query", "dpkg", "checking installed libraries (make deps)"),

@@ -53,6 +53,8 @@ class DebianKernel:
     version: str = field(default="", compare=False)  # the Debian version of its packages
     kernel_package: str = field(default="", compare=False)  # "" when the archive has only a signed image
     headers: bool = field(default=True, compare=False)
+    #: The compiler package its headers depend on (gcc-12, gcc-14-for-host, ...): a hint before fetching.
+    compiler: str = field(default="", compare=False)
 
     @property
     def release(self) -> str:
@@ -84,14 +86,14 @@ class DebianKernel:
 
 
 def make_kernel(abi: str, flavour: str, suite: str = "bookworm", version: str = "",
-                kernel_package: str = "-", headers: bool = True) -> DebianKernel:
+                kernel_package: str = "-", headers: bool = True, compiler: str = "") -> DebianKernel:
     """A DebianKernel with its sort key (version order, then ABI, then flavour)."""
     version = version or abi.split("+")[0].split("-")[0] + "-1"
     if kernel_package == "-":
         kernel_package = f"linux-image-{abi}-{flavour}-unsigned"
     order = [s.name for s in suites.SUITES].index(suite) if suite in suites.BY_NAME else 99
     return DebianKernel((upstream_key(version), _abi_key(abi), abi, flavour, order), abi, flavour, suite,
-                        version, kernel_package, headers)
+                        version, kernel_package, headers, compiler)
 
 
 @dataclass
@@ -149,7 +151,9 @@ def suite_kernels(suite: suites.Suite, records: list[dict]) -> list[DebianKernel
         head, kern = got.get("headers"), got.get("kernel")
         version = (head or kern or got["signed"])["Version"]
         kpkg = kern["Package"] if kern and kern["Version"] == version else ""
-        out.append(make_kernel(rm["abi"], rm["flavour"], suite.name, version, kpkg, head is not None))
+        cc = re.search(r"\b(gcc-\d+)(?:-for-host)?\b", head["Depends"]) if head else None
+        out.append(make_kernel(rm["abi"], rm["flavour"], suite.name, version, kpkg, head is not None,
+                               cc[1] if cc else ""))
     return out
 
 

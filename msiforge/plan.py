@@ -65,6 +65,8 @@ class KernelPlan:
     devices: tuple[DevicePlan, ...]
     scenarios: tuple[str, ...]
     boot: BootPlan | None = None
+    #: The compiler its modules are built with, and where (the host or a build root).
+    compiler: Choice | None = None
 
     def device(self, name: str) -> DevicePlan:
         return next(d for d in self.devices if d.name == name)
@@ -97,11 +99,19 @@ def devices(board: Board, features: feat.Features, patch_series: str | None) -> 
 
 
 def kernel_plan(board: Board, spec: str, release: str, features: feat.Features, patch_series: str | None,
-                boot: BootPlan | None = None) -> KernelPlan:
+                boot: BootPlan | None = None, compiler: Choice | None = None) -> KernelPlan:
     """One kernel's plan from what its headers declare (pure)."""
     return KernelPlan(spec=spec, release=release, arch=board.arch, patch_series=patch_series,
                       features=features.to_json(), devices=devices(board, features, patch_series),
-                      scenarios=tuple(board.scenarios), boot=boot)
+                      scenarios=tuple(board.scenarios), boot=boot, compiler=compiler)
+
+
+def compiler_choice(kernel) -> Choice:
+    """The compiler of ``kernel``'s modules and where it runs (``toolchains.py``)."""
+    tc = getattr(kernel, "toolchain", None)
+    if tc is None:
+        return Choice("the host's", "msiforge built this kernel with the host's compiler")
+    return Choice(tc.describe(), tc.why)
 
 
 def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cache: Path) -> BootPlan:
@@ -127,7 +137,8 @@ def make(board: Board, kernels: list, accel=None, backend: str = "qemu", fault: 
     kplans = []
     for k in kernels:
         boot = boot_plan(board, k, accel, backend, fault, cache) if accel is not None else None
-        kplans.append(kernel_plan(board, k.spec, k.release, feat.probe(k.header_dirs), k.patch_series, boot))
+        kplans.append(kernel_plan(board, k.spec, k.release, feat.probe(k.header_dirs), k.patch_series, boot,
+                                  compiler_choice(k)))
     return Plan(board=board.name, board_path=board.path, arch=board.arch, machine=board.machine,
                 kernels=tuple(kplans))
 
@@ -140,6 +151,8 @@ def describe(plan: Plan) -> list[str]:
         lines.append(f"kernel {k.spec}: {k.release}" + (f" (patch series {k.patch_series})" if k.patch_series else ""))
         have = [name for name, on in k.features.items() if on]
         lines.append(f"  headers declare: {', '.join(have) if have else 'none of the probed APIs'}")
+        if k.compiler:
+            lines.append(f"  modules built with {k.compiler.value}: {k.compiler.why}")
         for d in k.devices:
             lines.append(f"  device {d.name} ({d.storage}): {d.strategy}, api {d.api}: {d.why}")
         if k.boot:

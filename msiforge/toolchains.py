@@ -226,7 +226,7 @@ def for_headers(build_dir: Path, kernel_suite: str | None = None) -> Toolchain:
         return Toolchain(comp, pahole_v, need, None, why="the host has this compiler and runs its Kbuild tools")
     reasons = []
     if host_cc != comp.text:
-        reasons.append(f"the host has {'no ' + comp.command if host_cc is None else host_cc!r}")
+        reasons.append(f"the host has no {comp.command}" if host_cc is None else f"the host's is {host_cc!r}")
     if need > have:
         reasons.append(f"its Kbuild tools need glibc {need[0]}.{need[1]} (the host has {have[0]}.{have[1]})")
     order = list(ROOT_SUITES)

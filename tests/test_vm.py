@@ -45,6 +45,27 @@ def test_default_board_on_6_1_and_6_12(tmp_path):
     assert "PASSED" in proc.stdout
 
 
+def test_debian_7x_prebuilt_with_its_own_compiler(tmp_path):
+    """7.3.4 from trixie-backports (7.x package layout): modules from gcc-14 in a trixie build root, all pass."""
+    run_dir = tmp_path / "run"
+    proc = msiforge("run", "--kernel", "debian:7.3", "--out", str(run_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (k,) = _results(run_dir)["kernels"]
+    assert k["release"].startswith("7.3.") and k["release"].endswith("+deb13-amd64")
+    assert [s["name"] for s in k["scenarios"]] == SCENARIOS
+    assert all(s["status"] == "pass" for s in k["scenarios"]), k
+    plan = json.loads((run_dir / "plan.json").read_text())["kernels"][0]
+    assert plan["compiler"]["value"].startswith("x86_64-linux-gnu-gcc-14 14.2.0-19")
+    assert "build root trixie" in plan["compiler"]["value"]
+    assert plan["features"]["irqchip_move_deferred"] is True
+    ktap = (run_dir / k["release"] / "ktap.txt").read_text()
+    assert "# ims0: 32 slot(s) x 3 fires delivered" in ktap
+    assert "# ims0: 3 fires while masked (source mask, 3 held by the device), 1 delivered on unmask" in ktap
+    assert "parent INTEL-IR" in ktap
+    modules = sorted((run_dir / k["release"] / "modules").glob("*.ko"))  # the guest's copies
+    assert modules and all(b"GCC: (Debian 14.2.0-19) 14.2.0\0" in m.read_bytes() for m in modules)
+
+
 def test_variant_board_without_remapping(tmp_path):
     """No IOMMU: the vector domain is the parent and an affinity change rewrites the stored message."""
     board = write_board(tmp_path, {
