@@ -77,7 +77,9 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     (tree / "build.log").write_text(log)
     errors, warnings = annotate(log, tree)
     if errors or warnings or proc.returncode != 0:
-        first = (errors or warnings or [log.strip().splitlines()[-1] if log.strip() else "make failed"])[0]
+        # Without a compiler diagnostic, the first line that is not make's own report says why.
+        lines = [ln for ln in log.strip().splitlines() if not ln.startswith(("make", "  "))]
+        first = (errors or warnings or lines[:1] or log.strip().splitlines()[-1:] or ["make failed"])[0]
         more = len(errors) + len(warnings) - 1
         extra = f" (+{more} more)" if more > 0 else ""
         raise BuildError(f"module build failed: {first}{extra}; log: {tree / 'build.log'}")

@@ -146,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
                        "status 0 if everything passed, 1 if something failed, 2 for a directory that is not a run.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (msiforge run --out)")
     p.add_argument("--json", action="store_true", help="print the re-derived results as JSON instead of a table")
+    p.add_argument("--by-kernel", action="store_true",
+                   help="one Markdown row per kernel: suite, compiler, each device's strategy, boot time, verdict "
+                        "(from the run's plan.json; for matrices such as --kernel debian:all)")
 
     p = sub.add_parser("validate", help="check a board file and print what it describes")
     _add_board(p)
@@ -252,7 +255,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from . import reparse
 
     result, differences = reparse.reparse(args.run_dir)
-    if args.json:
+    if args.by_kernel:
+        print("\n".join(reparse.kernel_rows(result, args.run_dir)))
+    elif args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print_table(result, title=f"msiforge parse: {args.run_dir}", files=False)

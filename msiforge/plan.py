@@ -67,6 +67,7 @@ class KernelPlan:
     boot: BootPlan | None = None
     #: The compiler its modules are built with, and where (the host or a build root).
     compiler: Choice | None = None
+    suite: str = ""  # debian: the Debian suite it came from
 
     def device(self, name: str) -> DevicePlan:
         return next(d for d in self.devices if d.name == name)
@@ -99,11 +100,11 @@ def devices(board: Board, features: feat.Features, patch_series: str | None) -> 
 
 
 def kernel_plan(board: Board, spec: str, release: str, features: feat.Features, patch_series: str | None,
-                boot: BootPlan | None = None, compiler: Choice | None = None) -> KernelPlan:
+                boot: BootPlan | None = None, compiler: Choice | None = None, suite: str = "") -> KernelPlan:
     """One kernel's plan from what its headers declare (pure)."""
     return KernelPlan(spec=spec, release=release, arch=board.arch, patch_series=patch_series,
                       features=features.to_json(), devices=devices(board, features, patch_series),
-                      scenarios=tuple(board.scenarios), boot=boot, compiler=compiler)
+                      scenarios=tuple(board.scenarios), boot=boot, compiler=compiler, suite=suite)
 
 
 def compiler_choice(kernel) -> Choice:
@@ -138,7 +139,7 @@ def make(board: Board, kernels: list, accel=None, backend: str = "qemu", fault: 
     for k in kernels:
         boot = boot_plan(board, k, accel, backend, fault, cache) if accel is not None else None
         kplans.append(kernel_plan(board, k.spec, k.release, feat.probe(k.header_dirs), k.patch_series, boot,
-                                  compiler_choice(k)))
+                                  compiler_choice(k), getattr(k, "suite", "")))
     return Plan(board=board.name, board_path=board.path, arch=board.arch, machine=board.machine,
                 kernels=tuple(kplans))
 

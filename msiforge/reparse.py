@@ -53,7 +53,9 @@ def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:
         saved = {k["release"]: k for k in data.get("kernels", [])}
     result = RunResult(board=board, run_dir=run_dir, accel=accel)
     differences = []
-    for kdir in kernel_dirs(run_dir):
+    order = list(saved)
+    dirs = sorted(kernel_dirs(run_dir), key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
+    for kdir in dirs:  # in the run's order of kernels when it has a results.json
         try:
             events = Events.load(kdir / EVENTS)
         except (ValueError, TypeError, KeyError) as exc:
@@ -68,3 +70,19 @@ def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:
                 differences.append(f"{kdir.name} {s.name}: results.json says {o.get('status')}, "
                                    f"the log says {s.status}")
     return result, differences
+
+
+def kernel_rows(result: RunResult, run_dir: Path) -> list[str]:
+    """A Markdown table of the run, one row per kernel: what it is, how its modules were built, the verdict."""
+    plans = {}
+    if (run_dir / "plan.json").is_file():
+        plans = {k["release"]: k for k in json.loads((run_dir / "plan.json").read_text()).get("kernels", [])}
+    rows = ["| kernel | release | suite | compiler | strategy | boot | verdict |", "|---|---|---|---|---|---|---|"]
+    for k in result.kernels:
+        p = plans.get(k.release, {})
+        compiler = (p.get("compiler") or {}).get("value", "")
+        strategy = ", ".join(f"{d['name']} {d['strategy']}" for d in p.get("devices", []))
+        boot = f"{k.boot_seconds:.1f} s" if k.boot_seconds else "-"
+        rows.append(f"| `{k.spec}` | {k.release} | {p.get('suite', '')} | {compiler} | "
+                    f"{strategy} | {boot} | {k.verdict} |")
+    return rows

@@ -38,7 +38,8 @@ from .errors import EnvironmentProblem
 ROOT_SUITES = ("bookworm", "trixie", "forky", "sid")
 #: What a build root holds besides the compiler: Kbuild's needs for an M= build.
 ROOT_PACKAGES = ("make", "libc6-dev", "binutils", "pahole", "libelf-dev", "bc", "flex", "bison", "kmod",
-                 "libssl-dev", "xz-utils", "zstd", "cpio")
+                 "libssl-dev", "xz-utils", "zstd", "cpio",
+                 "perl")  # perl: W=1 runs scripts/kernel-doc (Pod::Usage)
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,17 @@ def test_verdicts_are_keyed_on_what_was_tested(tmp_path, fake_runs, monkeypatch)
     assert bisect.verdict_key(board, k, "deliver") != key
     fixed = bisect.verdict(board, k, "deliver", tmp_path / "o3")
     assert fixed[2] is False and len(fake_runs) == 2
+
+
+def test_bisect_candidates_span_the_suites_in_version_order():
+    """--good debian:6.1.0-47 --bad debian:7.3.4: bookworm's 6.1, both 6.12 lines, sid's 7.2 and the 7.3 rc,
+    one flavour, oldest first."""
+    cands = bisect.candidates("debian:6.1.0-47", "debian:7.3.4")
+    releases = [k.release for k in cands]
+    assert releases[0] == "6.1.0-47-amd64" and releases[-1].startswith("7.3.4+deb13")
+    assert all(r.endswith("-amd64") and "-rt-" not in r and "cloud" not in r for r in releases)
+    assert {k.suite for k in cands} >= {"bookworm", "bookworm-security", "trixie-security", "trixie-backports",
+                                        "sid", "experimental"}
+    assert cands == sorted(cands)
+    assert releases.index("7.2.13+deb14-amd64") < releases.index("7.3-amd64") < releases.index("7.3.4+deb13-amd64")
+    assert len(cands) == len(kern.expand("debian:6.1.0-47..7.3.4"))

@@ -64,6 +64,11 @@ def test_debian_7x_prebuilt_with_its_own_compiler(tmp_path):
     assert "parent INTEL-IR" in ktap
     modules = sorted((run_dir / k["release"] / "modules").glob("*.ko"))  # the guest's copies
     assert modules and all(b"GCC: (Debian 14.2.0-19) 14.2.0\0" in m.read_bytes() for m in modules)
+    rows = msiforge("parse", str(run_dir), "--by-kernel").stdout.splitlines()
+    assert rows[0] == "| kernel | release | suite | compiler | strategy | boot | verdict |"
+    cells = [c.strip() for c in rows[2].split("|")[1:-1]]
+    assert cells[0] == "`debian:7.3`" and cells[2] == "trixie-backports" and cells[6] == "pass"
+    assert cells[3].startswith("x86_64-linux-gnu-gcc-14") and "ims0 module-local" in cells[4]
 
 
 def test_variant_board_without_remapping(tmp_path):
