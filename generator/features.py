@@ -19,6 +19,20 @@ PROBES: dict[str, tuple[str, str]] = {
     "pci_ims": ("include/linux/pci.h", r"\bpci_create_ims_domain\s*\("),
     # Seed 001 (patched kernel): platform-MSI group allocation.
     "platform_msi_group": ("include/linux/msi.h", r"\bplatform_msi_domain_alloc_irqs_group\s*\("),
+    # 7.x: IRQ_MOVE_PCNTXT is gone and the default flipped: an interrupt moves in
+    # process context unless its top-level chip sets IRQCHIP_MOVE_DEFERRED.
+    "irqchip_move_deferred": ("include/linux/irq.h", r"\bIRQCHIP_MOVE_DEFERRED\s*="),
+    # Domains made from a struct irq_domain_info (6.12 and 7.x, not 6.1):
+    # irq_domain_create_hierarchy is a wrapper over it that turns the error into
+    # NULL (exported in 6.12, an inline in 7.x).
+    "irq_domain_instantiate": ("include/linux/irqdomain.h",
+                               r"\bstruct irq_domain \*irq_domain_instantiate\s*\(\s*const struct irq_domain_info\b"),
+    # 7.x: msi_domain_ops.msi_teardown reverses msi_prepare (it replaced msi_post_free);
+    # the GICv3 ITS frees its device there, no longer with the device's last event.
+    "msi_teardown": ("include/linux/msi.h", r"\(\s*\*\s*msi_teardown\s*\)\s*\(\s*struct irq_domain\b"),
+    # Typed allocators (7.x, backported to 6.12.y): 7.x checkpatch prefers
+    # kzalloc_obj(*p) over kzalloc(sizeof(*p), ...).
+    "kzalloc_obj": ("include/linux/slab.h", r"#\s*define\s+kzalloc_obj\s*\("),
 }
 
 
@@ -29,6 +43,11 @@ class Features:
     msi_parent: bool
     pci_ims: bool
     platform_msi_group: bool
+    # Later probes default to absent, so a Features made by hand for an older kernel still reads right.
+    irqchip_move_deferred: bool = False
+    irq_domain_instantiate: bool = False
+    msi_teardown: bool = False
+    kzalloc_obj: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
