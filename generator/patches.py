@@ -2,7 +2,10 @@
 
 A series lives in ``templates/patches/<name>/``: ``series.yaml`` (the
 kernel series it supports, the cover letter's subject and text, the patch
-templates in order) and one Jinja template per patch.  A patch template
+templates in order) and one Jinja template per patch.  A kernel series whose
+code differs around a patch has its own version of that template in
+``<name>/<series>/`` (e.g. ``pci-ims/7.3/0004-vtd-ims.patch.j2``), found
+before the common one; the subject and text may say ``{{ kernel }}``.  A patch template
 renders to the commit message (subject line, blank line, body, trailers)
 followed by the unified diff, which starts at the first ``diff --git`` line.
 
@@ -122,10 +125,25 @@ def check_supported(name: str, kernel_series: str) -> SeriesInfo:
     return si
 
 
+def kernel_series(kernelversion: str) -> str:
+    """``7.3.4`` -> ``7.3``."""
+    return ".".join(kernelversion.split(".")[:2])
+
+
+def cover_text(si: SeriesInfo, kernelversion: str) -> tuple[str, str]:
+    """The cover letter's subject and text for a kernel (``{{ kernel }}`` is its series)."""
+    series = kernel_series(kernelversion)
+    return (jinja2.Template(si.subject).render(kernel=series), jinja2.Template(si.blurb).render(kernel=series))
+
+
 def render(name: str, identity: Identity, kernelversion: str) -> list[tuple[str, str]]:
-    """Render a series' patches to (commit message, diff) pairs."""
+    """Render a series' patches to (commit message, diff) pairs, each from the kernel series' own
+    version of the template when it has one."""
     si = info(name)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_templates() / name)),
+    root = _templates() / name
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(root / kernel_series(kernelversion))),
+                                  jinja2.FileSystemLoader(str(root))])
+    env = jinja2.Environment(loader=loader,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
     out = []
@@ -192,8 +210,9 @@ def write_series(source, name: str, out: Path, identity: Identity | None = None)
               "GIT_COMMITTER_EMAIL": identity.email}, what="git format-patch")
     patches = sorted(out.glob("*.patch"))
     cover = patches[0]
-    text = cover.read_text().replace("*** SUBJECT HERE ***", si.subject, 1)
-    cover.write_text(text.replace("*** BLURB HERE ***", si.blurb, 1))
+    subject, blurb = cover_text(si, source.kernelversion)
+    text = cover.read_text().replace("*** SUBJECT HERE ***", subject, 1)
+    cover.write_text(text.replace("*** BLURB HERE ***", blurb, 1))
     return patches
 
 

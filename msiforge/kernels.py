@@ -267,20 +267,24 @@ def _packages_for(kernel: DebianKernel) -> list[debs.Candidate]:
     linux-base-<rel>, which has the kernel's config and modules.* lists.
     """
     suite = suites.get(kernel.suite)
-    records = {(r["Package"], r["Version"]): r for r in suites.packages(suite)}
+    # Its own suite first, then the others of its Debian release (bookworm-security's kbuild for bookworm's 6.1).
+    family = [suite] + [s for s in suites.SUITES if s.release == suite.release and s is not suite]
 
-    def cand(name: str) -> debs.Candidate:
-        r = records.get((name, kernel.version))
-        if r is None:
-            raise EnvironmentProblem(f"suite {suite.name} has no {name} {kernel.version}")
-        return debs.Candidate(name, r["Version"], r["SHA256"], r, suite.name)
+    def cand(name: str, version: str | None) -> debs.Candidate:
+        found = [(r, s.name) for s in family for r in suites.packages(s)
+                 if r["Package"] == name and (version is None or r["Version"] == version)]
+        if not found:
+            raise EnvironmentProblem(f"suite {suite.name} has no {name} {version or ''}".rstrip())
+        r, where = max(found, key=lambda f: (f[1] == suite.name and version is not None,
+                                             upstream_key(f[0]["Version"]), f[0]["Version"]))
+        return debs.Candidate(name, r["Version"], r["SHA256"], r, where)
 
-    headers = cand(f"linux-headers-{kernel.release}")
-    pkgs = [cand(kernel.kernel_package), headers]
+    headers = cand(f"linux-headers-{kernel.release}", kernel.version)
+    pkgs = [cand(kernel.kernel_package, kernel.version), headers]
     for dep in headers.fields.get("Depends", "").split(","):
-        name = dep.strip().split()[0] if dep.strip() else ""
-        if re.match(r"^linux-(?:headers|kbuild|base)-\d", name):
-            pkgs.append(cand(name))
+        m = re.match(r"^\s*(linux-(?:headers|kbuild|base)-\d\S*)(?:\s*\((=|>=)\s*([^)\s]+)\))?", dep)
+        if m:  # "= V" pins the version; otherwise the newest of the release, as apt would take
+            pkgs.append(cand(m[1], m[3] if m[2] == "=" else None))
     return pkgs
 
 

@@ -43,8 +43,11 @@ from .errors import BuildError, SpecError
 from .kernels import Kernel
 from .kspec import KernelSpec, parse_spec
 
-#: Debian source package per kernel series.
-SOURCE_PACKAGES = {"6.12": "linux-source-6.12", "6.1": "linux-source-6.1"}
+#: Debian source package per kernel series.  Each comes from the oldest Debian release
+#: that ships it (``SOURCE_RELEASES``): 6.1 and 6.12 from bookworm, 7.2 and 7.3 from
+#: trixie (its backports), so source:7.3 is the source of debian:7.3's 7.3.4+deb13.
+SOURCE_PACKAGES = {s: f"linux-source-{s}" for s in ("6.1", "6.12", "7.2", "7.3")}
+SOURCE_RELEASES = ("bookworm", "trixie", "forky", "sid")
 def build_arch(arch: str) -> arches.Arch:
     """How kernels (and modules) of a board ``arch`` are configured and built (SpecError naming the known ones)."""
     try:
@@ -119,13 +122,27 @@ def _unpack(cand: debs.Candidate, tmp: Path) -> None:
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def source_candidate(package: str) -> debs.Candidate:
+    """The newest ``package`` of the oldest Debian release that has it, from msiforge's suite indexes."""
+    from . import suites
+    from .kernels import upstream_key
+
+    for release in SOURCE_RELEASES:
+        found = [(r, s.name) for s in suites.SUITES if s.release == release
+                 for r in suites.packages(s) if r["Package"] == package]
+        if found:
+            rec, suite = max(found, key=lambda f: (upstream_key(f[0]["Version"]), f[0]["Version"]))
+            return debs.Candidate(package, rec["Version"], rec["SHA256"], rec, suite)
+    raise SpecError(f"{package}: no Debian suite msiforge indexes has it")
+
+
 def pristine(series: str) -> Source:
     """The pristine source of a kernel series (``6.12`` or ``6.1``), unpacked on first use."""
     package = SOURCE_PACKAGES.get(series)
     if package is None:
         raise SpecError(f"source:{series}: no Debian source package for that series "
                         f"(supported: {', '.join(f'source:{s}' for s in SOURCE_PACKAGES)})")
-    cand = debs.candidate(package)
+    cand = source_candidate(package)
     version = cand.version
     entry = cache_root() / "sources" / f"{package}_{version.replace('~', '_')}"
     if not (entry / ".complete").exists():

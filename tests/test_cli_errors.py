@@ -36,7 +36,7 @@ def test_unwritable_cache_is_one_line_and_writes_no_run_directory(tmp_path):
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("source:5.10", "source:5.10: no Debian source package for that series (supported: source:6.12, source:6.1)"),
+    ("source:5.10", "source:5.10: no Debian source package for that series (supported: source:6.1, source:6.12, source:7.2, source:7.3)"),
     ("tree:/nonexistent", "kernel spec 'tree:/nonexistent': /nonexistent is not a kernel source tree"),
 ])
 def test_bad_kernel_specs_fail_before_the_run_directory_exists(tmp_path, spec, message):

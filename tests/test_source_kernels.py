@@ -41,7 +41,7 @@ def test_unsupported_source_series():
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("source:6.1+pci-ims", "patch series 'pci-ims' does not support kernel 6.1 (use source:6.12+pci-ims)"),
+    ("source:6.1+pci-ims", "patch series 'pci-ims' does not support kernel 6.1 (use source:6.12+pci-ims, source:7.3+pci-ims)"),
     ("source:6.12+platform-msi-group", "patch series 'platform-msi-group' does not support kernel 6.12"),
     ("source:6.12+nope", "patch series 'nope': unknown"),
 ])
