@@ -1,6 +1,8 @@
 """The kernel's scripts/checkpatch.pl, taken from Debian's linux-source package.
 
-Only checkpatch.pl and its data files are extracted, once, into the cache.
+Only checkpatch.pl and its data files are extracted, once per kernel series,
+into the cache.  6.12's is the default; code for a newer kernel is checked
+with that kernel's (7.3's prefers ``kzalloc_obj()``, say).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 
 from .. import hostprogs
 from ..cache import cache_root, ensure_entry
-from ..debs import candidate, download
+from ..debs import download
 from ..errors import EnvironmentProblem
 
 SOURCE_PACKAGE = "linux-source-6.12"
+#: The series whose checkpatch.pl is used when none is asked for.
+DEFAULT_SERIES = "6.12"
 _FILES = ("scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch")
 _TOTAL = re.compile(r"total: (?P<e>\d+) errors, (?P<w>\d+) warnings, (?:(?P<c>\d+) checks, )?(?P<l>\d+) lines checked")
 
@@ -34,8 +38,10 @@ class Report:
     output: str
 
 
-def _extract(tmp: Path) -> None:
-    debs = download([candidate(SOURCE_PACKAGE)], tmp)
+def _extract(tmp: Path, package: str = SOURCE_PACKAGE) -> None:
+    from ..source_kernels import source_candidate
+
+    debs = download([source_candidate(package)], tmp)
     fsys = subprocess.run([hostprogs.require("dpkg-deb"), "--fsys-tarfile", str(debs[0])],
                           capture_output=True, check=True).stdout
     outer = tmp / "fsys.tar"
@@ -69,15 +75,16 @@ def _extract(tmp: Path) -> None:
             shutil.rmtree(d)
 
 
-def script() -> Path:
-    """Path of checkpatch.pl (fetched into the cache on first use)."""
-    entry = ensure_entry(cache_root() / "tools" / SOURCE_PACKAGE, _extract)
+def script(series: str = DEFAULT_SERIES) -> Path:
+    """Path of the kernel series' checkpatch.pl (fetched into the cache on first use)."""
+    package = f"linux-source-{series}"
+    entry = ensure_entry(cache_root() / "tools" / package, lambda tmp: _extract(tmp, package))
     return entry / "scripts" / "checkpatch.pl"
 
 
-def check_file(path: Path) -> Report:
-    """Run ``checkpatch.pl --strict --no-tree -f`` on one file."""
-    cp = script()
+def check_file(path: Path, series: str = DEFAULT_SERIES) -> Report:
+    """Run the series' ``checkpatch.pl --strict --no-tree -f`` on one file."""
+    cp = script(series)
     proc = subprocess.run(["perl", str(cp), "--strict", "--no-tree", "--show-types", "-f", str(path)],
                           capture_output=True, text=True, check=False, cwd=cp.parent.parent)
     m = _TOTAL.search(proc.stdout)
@@ -86,10 +93,10 @@ def check_file(path: Path) -> Report:
     return Report(path=path, errors=int(m["e"]), warnings=int(m["w"]), checks=int(m["c"] or 0), output=proc.stdout)
 
 
-def check_files(paths: list[Path], jobs: int | None = None) -> list[Report]:
+def check_files(paths: list[Path], jobs: int | None = None, series: str = DEFAULT_SERIES) -> list[Report]:
     """``check_file`` on many files, one checkpatch.pl per core at a time (perl is slow: ~1 s a file)."""
     import concurrent.futures
 
-    script()  # fetch once, before the workers race for it
+    script(series)  # fetch once, before the workers race for it
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        return list(pool.map(check_file, paths))
+        return list(pool.map(lambda p: check_file(p, series), paths))

@@ -30,6 +30,10 @@ PROBES: dict[str, tuple[str, str]] = {
     # 7.x: msi_domain_ops.msi_teardown reverses msi_prepare (it replaced msi_post_free);
     # the GICv3 ITS frees its device there, no longer with the device's last event.
     "msi_teardown": ("include/linux/msi.h", r"\(\s*\*\s*msi_teardown\s*\)\s*\(\s*struct irq_domain\b"),
+    # 7.x: an MSI parent composes the message through the interrupt's msi_desc
+    # (msi_msg_set_addr reads its IOMMU IOVA fields): the GICv3 ITS dereferences
+    # it, so an interrupt of a module-local domain needs one.
+    "msi_msg_set_addr": ("include/linux/msi.h", r"\bstatic inline void msi_msg_set_addr\s*\(\s*struct msi_desc \*desc"),
     # Typed allocators (7.x, backported to 6.12.y): 7.x checkpatch prefers
     # kzalloc_obj(*p) over kzalloc(sizeof(*p), ...).
     "kzalloc_obj": ("include/linux/slab.h", r"#\s*define\s+kzalloc_obj\s*\("),
@@ -48,6 +52,7 @@ class Features:
     irq_domain_instantiate: bool = False
     msi_teardown: bool = False
     kzalloc_obj: bool = False
+    msi_msg_set_addr: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)

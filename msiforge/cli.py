@@ -380,10 +380,10 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     if args.kcommand == "update":
         from . import suites
 
-        for suite in suites.SUITES:
+        for suite in suites.active():
             suites.update(suite, force=True)
             suites.warn_if_expired(suite)
-        print(f"updated {len(suites.SUITES)} suites: {', '.join(s.name for s in suites.SUITES)}")
+        print(f"updated {len(suites.active())} suites: {', '.join(s.name for s in suites.active())}")
         return 0
     if args.kcommand != "list":
         parser().parse_args(["kernels", "--help"])
@@ -419,18 +419,21 @@ def _list_kernels(args: argparse.Namespace) -> int:
                         "@<suite>, A..B, all)")
     for col in ("release", "spec", "series", "flavour", "suite", "headers", "compiler", "cached"):
         table.add_column(col)
-    shown = 0
+    shown, stale = 0, False
     for k in kern.index(all_kernels=args.everything):
         if (args.series and k.series != args.series) or (args.suite and k.suite != args.suite) or \
                 (args.flavour and k.flavour != args.flavour):
             continue
         shown += 1
-        suite = k.suite + (" *" if suites.expired(suites.get(k.suite)) else "")
+        expired = suites.expired(suites.get(k.suite)) is not None
+        stale |= expired
+        suite = k.suite + (" *" if expired else "")
         headers = "yes" if k.usable else ("no (signed image only)" if not k.headers else "no unsigned image")
         table.add_row(k.release, k.spec if k.usable else "", k.series, k.flavour, suite, headers,
                       k.compiler, "yes" if k.release in cached else "")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    print(f"{shown} kernels; * an expired index (used anyway: the mirror stopped refreshing that suite)")
+    note = "; * an expired index (used anyway: the mirror stopped refreshing that suite)" if stale else ""
+    print(f"{shown} kernels{note}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Debian prebuilt kernels: resolve specs against the package index, fetch and cache them.
 
-The index spans every suite of ``suites.SUITES`` (bookworm to experimental).
+The index spans every suite of ``suites.SUITES`` (bookworm to experimental; ``$MSIFORGE_SUITES``
+narrows it).
 A fetched kernel is an extracted set of Debian packages (the unsigned kernel,
 headers, headers-common, kbuild and, from 7.x on, linux-base-<rel>) under
 ``<cache>/kernels/debian/<release>/root``, usable for out-of-tree module
@@ -165,7 +166,7 @@ def index(all_kernels: bool = False) -> list[DebianKernel]:
     from the one with the newest version (ties: the first in ``suites.SUITES``).
     """
     found: dict[str, DebianKernel] = {}
-    for suite in suites.SUITES:
+    for suite in suites.active():
         for k in suite_kernels(suite, suites.packages(suite)):
             old = found.get(k.release)
             if old is None or (k.usable, upstream_key(k.version), k.version) > \
@@ -268,7 +269,7 @@ def _packages_for(kernel: DebianKernel) -> list[debs.Candidate]:
     """
     suite = suites.get(kernel.suite)
     # Its own suite first, then the others of its Debian release (bookworm-security's kbuild for bookworm's 6.1).
-    family = [suite] + [s for s in suites.SUITES if s.release == suite.release and s is not suite]
+    family = [suite] + [s for s in suites.active() if s.release == suite.release and s is not suite]
 
     def cand(name: str, version: str | None) -> debs.Candidate:
         found = [(r, s.name) for s in family for r in suites.packages(s)

@@ -128,7 +128,7 @@ def source_candidate(package: str) -> debs.Candidate:
     from .kernels import upstream_key
 
     for release in SOURCE_RELEASES:
-        found = [(r, s.name) for s in suites.SUITES if s.release == release
+        found = [(r, s.name) for s in suites.active() if s.release == release
                  for r in suites.packages(s) if r["Package"] == package]
         if found:
             rec, suite = max(found, key=lambda f: (upstream_key(f[0]["Version"]), f[0]["Version"]))

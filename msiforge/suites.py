@@ -70,6 +70,19 @@ SUITES: tuple[Suite, ...] = (
 BY_NAME = {s.name: s for s in SUITES}
 
 
+def active() -> tuple[Suite, ...]:
+    """The suites msiforge indexes: all of ``SUITES``, or those ``$MSIFORGE_SUITES`` names (comma-separated)."""
+    names = [n.strip() for n in os.environ.get("MSIFORGE_SUITES", "").split(",") if n.strip()]
+    if not names:
+        return SUITES
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        from .errors import InputError
+
+        raise InputError(f"MSIFORGE_SUITES: unknown suite {unknown[0]!r} (known: {', '.join(BY_NAME)})")
+    return tuple(s for s in SUITES if s.name in names)
+
+
 def get(name: str) -> Suite:
     """The suite called ``name`` (a programming error if unknown)."""
     return BY_NAME[name]

@@ -230,8 +230,9 @@ def for_headers(build_dir: Path, kernel_suite: str | None = None) -> Toolchain:
         reasons.append(f"the host has no {comp.command}" if host_cc is None else f"the host's is {host_cc!r}")
     if need > have:
         reasons.append(f"its Kbuild tools need glibc {need[0]}.{need[1]} (the host has {have[0]}.{have[1]})")
-    order = list(ROOT_SUITES)
-    if kernel_suite and suites.get(kernel_suite).release in order:
+    known = {x.name for x in suites.active()}
+    order = [name for name in ROOT_SUITES if name in known]
+    if kernel_suite and suites.get(kernel_suite).release in order:  # its own release first
         order.remove(suites.get(kernel_suite).release)
         order.insert(0, suites.get(kernel_suite).release)
     exact = [(s, v) for s in order for v in _suite_versions(s, comp.package) if v == comp.version]

@@ -17,7 +17,8 @@ RELEASE = "6.1.0-47-amd64"
 
 
 def _fetch(cache, **kw) -> subprocess.Popen:
-    env = dict(os.environ, MSIFORGE_CACHE=str(cache))
+    # bookworm's suites only: an empty cache need not index sid to find a 6.1 kernel.
+    env = dict(os.environ, MSIFORGE_CACHE=str(cache), MSIFORGE_SUITES="bookworm,bookworm-security")
     return subprocess.Popen([*MSIFORGE, "kernels", "fetch", SPEC], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 

@@ -23,7 +23,7 @@ DECLARED = {
     "6.1.0-56": set(),
     "6.12.117+deb12": {"msi_parent", "irq_domain_instantiate", "kzalloc_obj"},
     "7.3.4+deb13": {"msi_parent", "irqchip_move_deferred", "irq_domain_instantiate", "msi_teardown",
-                    "kzalloc_obj"},
+                    "kzalloc_obj", "msi_msg_set_addr"},
     "6.12.117+pci-ims": {"msi_parent", "pci_ims", "irq_domain_instantiate", "kzalloc_obj"},
     "6.1.192+platform-msi-group": {"platform_msi_group"},
 }
@@ -37,6 +37,7 @@ CONTRASTS = {
     "irq_domain_instantiate": ("7.3.4+deb13", "6.1.0-56"),
     "msi_teardown": ("7.3.4+deb13", "6.12.117+deb12"),
     "kzalloc_obj": ("7.3.4+deb13", "6.1.0-56"),
+    "msi_msg_set_addr": ("7.3.4+deb13", "6.12.117+deb12"),
 }
 
 
@@ -95,6 +96,13 @@ def test_msi_teardown_replaced_msi_post_free():
 def test_kzalloc_obj_is_a_backport_on_6_12():
     """Declarations, not versions: Debian's 6.12.117 carries the 7.x typed allocators."""
     assert _probe("6.12.117+deb12").kzalloc_obj and not _probe("6.1.0-56").kzalloc_obj
+
+
+def test_msi_msg_set_addr_reads_the_msi_desc_on_7_3():
+    """7.3's helper takes the msi_desc (the ITS passes the interrupt's own); 6.12 composes without it."""
+    new = (DATA / "7.3.4+deb13" / "include/linux/msi.h").read_text()
+    assert "msi_msg_set_addr(struct msi_desc *desc, struct msi_msg *msg," in new
+    assert "msi_msg_set_addr" not in (DATA / "6.12.117+deb12" / "include/linux/msi.h").read_text()
 
 
 def test_a_header_missing_from_the_tree_reads_as_absent(tmp_path):

@@ -100,3 +100,32 @@ def test_build_error_names_file_line_and_template(trees, fetched_kernels, tmp_pa
     msg = str(exc.value)
     assert f"{c}:41:" in msg
     assert "template module/driver/backends/module-local.c.j2" in msg
+
+
+#: The newest ABI of every series (and the 7.3 candidate, and 7.3 with PCI/IMS back).
+NEWEST = ["debian:6.1", "debian:6.12", "debian:7.2", "debian:7.3", "debian:7.3-rc", "source:7.3+pci-ims"]
+
+
+@pytest.mark.slow
+def test_every_series_newest_abi_builds_warning_free_with_its_own_compiler_and_checkpatch(tmp_path):
+    """Every board variant, W=1, against the newest ABI of 6.1, 6.12, 7.2, 7.3 and the rc, each built with the
+    kernel's own compiler (build roots for gcc-14 / gcc-16), checkpatch --strict of the kernel's series."""
+    from msiforge import runner
+
+    built, apis = 0, set()
+    for spec in NEWEST:
+        k = runner.obtain(spec, None)
+        target = render.target_for(k)
+        files = []
+        for i, data in enumerate(_variant_boards()):
+            board = validate(data, f"variant{i}.yaml")
+            tree = render.generate(board, [target], tmp_path / spec.replace(":", "_") / str(i))[k.release]
+            result = kbuild.build(tree, k.build_dir, toolchain=k.toolchain)  # raises on any warning
+            built += len(result.modules)
+            apis |= {(spec, d["api"]) for d in json.loads((tree / "manifest.json").read_text())["devices"]}
+            files += sorted(tree.glob("msiforge_*.c"))
+        series = ".".join(k.release.split(".")[:2]).split("-")[0]
+        for report in checkpatch.check_files(files, series="7.3" if series.startswith("7.") else "6.12"):
+            assert (report.errors, report.warnings, report.checks) == (0, 0, 0), report.output
+    assert built >= len(NEWEST) * (2 + 8 + 8 + 3)
+    assert ("source:7.3+pci-ims", "pci-ims") in apis and ("debian:7.3", "module-local") in apis

@@ -91,7 +91,7 @@ def test_series_checkpatch_clean(series):
     _, src, files, _ = series
     for f in files[1:]:
         r = patches.checkpatch(src, f)
-        assert (r.errors, r.warnings) == (0, 0), r.output
+        assert (r.errors, r.warnings, r.checks) == (0, 0, 0), r.output
 
 
 @pytest.mark.build
