@@ -123,7 +123,7 @@ def test_every_series_newest_abi_builds_warning_free_with_its_own_compiler_and_c
             result = kbuild.build(tree, k.build_dir, toolchain=k.toolchain)  # raises on any warning
             built += len(result.modules)
             apis |= {(spec, d["api"]) for d in json.loads((tree / "manifest.json").read_text())["devices"]}
-            files += sorted(tree.glob("msiforge_*.c"))
+            files += [c for c in sorted(tree.glob("msiforge_*.c")) if not c.name.endswith(".mod.c")]
         series = ".".join(k.release.split(".")[:2]).split("-")[0]
         for report in checkpatch.check_files(files, series="7.3" if series.startswith("7.") else "6.12"):
             assert (report.errors, report.warnings, report.checks) == (0, 0, 0), report.output
