@@ -151,12 +151,14 @@ def test_checkpatch_download_is_checked_against_the_index(tmp_path, monkeypatch)
     from msiforge.errors import EnvironmentProblem
     from msiforge.generator import checkpatch
 
+    from msiforge import source_kernels
+
     real = debs.candidate("busybox-static")  # small: the check, not the package, is under test
-    monkeypatch.setattr(checkpatch, "SOURCE_PACKAGE", "busybox-static")
-    monkeypatch.setattr(checkpatch, "candidate", lambda pkg: debs.Candidate(pkg, real.version, "0" * 64, {}))
+    monkeypatch.setattr(source_kernels, "source_candidate",
+                        lambda pkg: debs.Candidate(pkg, real.version, "0" * 64, {}))
     with pytest.raises(EnvironmentProblem, match=r"busybox-static_.*\.deb: SHA256 [0-9a-f]{64} does not match "
                                                  r"the package index \(0{64}\)"):
-        checkpatch._extract(tmp_path)
+        checkpatch._extract(tmp_path, "busybox-static")
 
 
 def test_every_download_path_uses_the_verified_helper():
