@@ -5,7 +5,8 @@ kernel series it supports, the cover letter's subject and text, the patch
 templates in order) and one Jinja template per patch.  A kernel series whose
 code differs around a patch has its own version of that template in
 ``<name>/<series>/`` (e.g. ``pci-ims/7.3/0004-vtd-ims.patch.j2``), found
-before the common one; the subject and text may say ``{{ kernel }}``.  A patch template
+before the common one: it extends ``common/<template>`` and replaces only the
+blocks whose context differs.  The subject and text may say ``{{ kernel }}``.  A patch template
 renders to the commit message (subject line, blank line, body, trailers)
 followed by the unified diff, which starts at the first ``diff --git`` line.
 
@@ -141,8 +142,10 @@ def render(name: str, identity: Identity, kernelversion: str) -> list[tuple[str,
     version of the template when it has one."""
     si = info(name)
     root = _templates() / name
+    # A series' own version may extend the common one ("common/NAME") and replace its blocks.
     loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(root / kernel_series(kernelversion))),
-                                  jinja2.FileSystemLoader(str(root))])
+                                  jinja2.FileSystemLoader(str(root)),
+                                  jinja2.PrefixLoader({"common": jinja2.FileSystemLoader(str(root))})])
     env = jinja2.Environment(loader=loader,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
