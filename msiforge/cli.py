@@ -395,7 +395,7 @@ def _print_toolchain(spec: str, k, make: bool) -> None:
     print(f"{spec}: {k.release} ({k.suite})")
     print(f"  compiler: {tc.compiler.text} (CONFIG_CC_VERSION_TEXT)")
     if tc.pahole:
-        print(f"  pahole:   {tc.pahole // 100}.{tc.pahole % 100:02d} (CONFIG_PAHOLE_VERSION {tc.pahole})")
+        print(f"  pahole:   {tc.pahole_text} (CONFIG_PAHOLE_VERSION {tc.pahole})")
     print(f"  Kbuild tools need glibc {tc.glibc[0]}.{tc.glibc[1]}")
     if tc.on_host:
         print(f"  builds on: the host ({tc.why})")

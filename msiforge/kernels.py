@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import debs, progress, suites, toolchains
-from .cache import atomic_write, cache_root, ensure_entry
+from .cache import cache_root, ensure_entry
 from .errors import EnvironmentProblem, SpecError
+from .kspec import FLAVOURS as SPEC_FLAVOURS
 from .kspec import KernelSpec, parse_spec
 
 #: Flavours msiforge boots (the x86_64 ones; arm64 boards take source: kernels).
@@ -28,7 +29,7 @@ FLAVOURS = ("amd64", "rt-amd64", "cloud-amd64")
 _FLAV = "|".join(FLAVOURS)
 #: A kernel's own packages: the old layout ships vmlinuz in linux-image-<rel>-unsigned
 #: (boot/vmlinuz-<rel>), 7.x in linux-binary-unsigned-<rel> (usr/lib/modules/<rel>/vmlinuz.unsigned).
-_KERNEL_PKG_RE = re.compile(rf"^linux-(?:image-(?P<a>\S+?)-unsigned|binary-unsigned-(?P<b>\S+?))$")
+_KERNEL_PKG_RE = re.compile(r"^linux-(?:image-(?P<a>\S+?)-unsigned|binary-unsigned-(?P<b>\S+?))$")
 _HEADERS_RE = re.compile(rf"^linux-headers-(?P<rel>\S+-(?:{_FLAV}))$")
 _REL_RE = re.compile(rf"^(?P<abi>\d\S*?)-(?P<flavour>{_FLAV})$")
 
@@ -41,6 +42,11 @@ def upstream_key(version: str) -> tuple:
     nums += [0] * (3 - len(nums))
     m = re.match(r"rc(\d+)", pre)
     return (*nums, int(m[1]) - 1000 if m else 0)
+
+
+def version_key(version: str) -> tuple:
+    """A total order of package versions: upstream order, then the version text (Debian revisions)."""
+    return (upstream_key(version), version)
 
 
 @dataclass(frozen=True, order=True)
@@ -80,7 +86,7 @@ class DebianKernel:
     @property
     def spec(self) -> str:
         """The spec that names exactly this kernel."""
-        flav = {"amd64": "", "rt-amd64": "-rt", "cloud-amd64": "-cloud"}[self.flavour]
+        flav = {v: f"-{k}" if k else "" for k, v in SPEC_FLAVOURS.items()}[self.flavour]
         if self.rc is not None:
             return f"debian:{self.series}-rc{self.rc}{flav}"
         return f"debian:{self.abi}{flav}"
@@ -120,7 +126,7 @@ def _abi_key(abi: str) -> tuple:
 
 
 def _newest(records: list[dict]) -> dict:
-    return max(records, key=lambda r: (upstream_key(r["Version"]), r["Version"]))
+    return max(records, key=lambda r: version_key(r["Version"]))
 
 
 def suite_kernels(suite: suites.Suite, records: list[dict]) -> list[DebianKernel]:
@@ -169,8 +175,7 @@ def index(all_kernels: bool = False) -> list[DebianKernel]:
     for suite in suites.active():
         for k in suite_kernels(suite, suites.packages(suite)):
             old = found.get(k.release)
-            if old is None or (k.usable, upstream_key(k.version), k.version) > \
-                    (old.usable, upstream_key(old.version), old.version):
+            if old is None or (k.usable, version_key(k.version)) > (old.usable, version_key(old.version)):
                 found[k.release] = k
     kernels = sorted(k for k in found.values() if all_kernels or k.usable)
     if not kernels:
@@ -276,8 +281,7 @@ def _packages_for(kernel: DebianKernel) -> list[debs.Candidate]:
                  if r["Package"] == name and (version is None or r["Version"] == version)]
         if not found:
             raise EnvironmentProblem(f"suite {suite.name} has no {name} {version or ''}".rstrip())
-        r, where = max(found, key=lambda f: (f[1] == suite.name and version is not None,
-                                             upstream_key(f[0]["Version"]), f[0]["Version"]))
+        r, where = max(found, key=lambda f: (f[1] == suite.name and version is not None, version_key(f[0]["Version"])))
         return debs.Candidate(name, r["Version"], r["SHA256"], r, where)
 
     headers = cand(f"linux-headers-{kernel.release}", kernel.version)

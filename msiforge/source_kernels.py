@@ -125,13 +125,13 @@ def _unpack(cand: debs.Candidate, tmp: Path) -> None:
 def source_candidate(package: str) -> debs.Candidate:
     """The newest ``package`` of the oldest Debian release that has it, from msiforge's suite indexes."""
     from . import suites
-    from .kernels import upstream_key
+    from .kernels import version_key
 
     for release in SOURCE_RELEASES:
         found = [(r, s.name) for s in suites.active() if s.release == release
                  for r in suites.packages(s) if r["Package"] == package]
         if found:
-            rec, suite = max(found, key=lambda f: (upstream_key(f[0]["Version"]), f[0]["Version"]))
+            rec, suite = max(found, key=lambda f: version_key(f[0]["Version"]))
             return debs.Candidate(package, rec["Version"], rec["SHA256"], rec, suite)
     raise SpecError(f"{package}: no Debian suite msiforge indexes has it")
 

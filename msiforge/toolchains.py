@@ -134,8 +134,7 @@ class Toolchain:
         if self.on_host:
             raise ValueError("a host toolchain has no build root")
         title = f"make build root {self.suite} ({self.compiler.package} {self.compiler.version}; once, cached)"
-        done = (self.root_entry / ".complete").exists()
-        if done:
+        if (self.root_entry / ".complete").exists():
             return self.root_entry / "root"
         with progress.step(title):
             ensure_entry(self.root_entry, self._make_root)
@@ -191,9 +190,14 @@ class Toolchain:
         return [hostprogs.require("unshare"), "--mount", "--pid", "--fork", *user, "--",
                 "sh", "-c", "\n".join(lines)]
 
+    @property
+    def pahole_text(self) -> str:
+        """CONFIG_PAHOLE_VERSION as pahole says it (130: "1.30"), "" without BTF."""
+        return f"{self.pahole // 100}.{self.pahole % 100:02d}" if self.pahole else ""
+
     def describe(self) -> str:
         """One line: the compiler and where it runs."""
-        pahole = f", pahole {self.pahole // 100}.{self.pahole % 100:02d}" if self.pahole else ""
+        pahole = f", pahole {self.pahole_text}" if self.pahole else ""
         where = "the host" if self.on_host else f"build root {self.suite}"
         return f"{self.compiler.command} {self.compiler.version}{pahole} on {where}"
 
