@@ -165,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
     kl.add_argument("--flavour", choices=["amd64", "rt-amd64", "cloud-amd64"], help="only this flavour")
     kl.add_argument("--all", action="store_true", dest="everything",
                     help="also kernels the archive keeps without headers (signed images only: not usable)")
+    kl.add_argument("--json", action="store_true", help="print the kernels as JSON (one object per kernel)")
     kf = ksub.add_parser("fetch", help="download and extract a kernel and its headers into the cache")
     kf.add_argument("specs", nargs="+", metavar="SPEC")
     kt = ksub.add_parser("toolchain", help="which compiler builds a kernel's modules, and where (host or build root)",
@@ -420,10 +421,19 @@ def _list_kernels(args: argparse.Namespace) -> int:
     for col in ("release", "spec", "series", "flavour", "suite", "headers", "compiler", "cached"):
         table.add_column(col)
     shown, stale = 0, False
-    for k in kern.index(all_kernels=args.everything):
-        if (args.series and k.series != args.series) or (args.suite and k.suite != args.suite) or \
-                (args.flavour and k.flavour != args.flavour):
-            continue
+    picked = [k for k in kern.index(all_kernels=args.everything)
+              if (not args.series or k.series == args.series) and (not args.suite or k.suite == args.suite)
+              and (not args.flavour or k.flavour == args.flavour)]
+    if args.json:
+        import json
+
+        print(json.dumps([{"release": k.release, "spec": k.spec if k.usable else None, "series": k.series,
+                           "flavour": k.flavour, "suite": k.suite, "version": k.version, "usable": k.usable,
+                           "headers": k.headers, "compiler": k.compiler, "cached": k.release in cached,
+                           "expired_index": suites.expired(suites.get(k.suite)) is not None} for k in picked],
+                         indent=2))
+        return 0
+    for k in picked:
         shown += 1
         expired = suites.expired(suites.get(k.suite)) is not None
         stale |= expired
@@ -499,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("msiforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (msiforge kernels list | head): no traceback, and none at exit either.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1 if args.command != "bisect-run" else 125
 
 
 if __name__ == "__main__":

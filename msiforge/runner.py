@@ -196,6 +196,9 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     board, specs = select(board, specs, scenarios)
     backends.get(backend).check(board, fault)
     available = check_specs(specs, board.arch)
+    for s in specs:
+        if parse_spec(s).kind == "debian":
+            backends.get(backend).check_kernel(s, kern.resolve(s, available))
     cache_root()  # a cache that cannot be written is a one-line error before the run directory exists
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")

@@ -65,3 +65,26 @@ def test_scenario_help_lists_every_scenario():
         text = " ".join(proc.stdout.split())  # argparse wraps lines
         missing = [s for s in SCENARIOS if s not in text]
         assert missing == [], f"{command} --help does not name {missing}"
+
+
+def test_vng_refuses_a_7x_debian_kernel_before_writing_anything(tmp_path):
+    """virtme-ng needs virtio/9p, which 7.x Debian kernels ship in linux-modules: one line, exit 2."""
+    proc = msiforge("run", "--backend", "vng", "--kernel", "debian:7.3", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert _one_line(proc).startswith("msiforge: error: --backend vng: kernel debian:7.3 (7.3.4+deb13-amd64) "
+                                      "has its virtio and 9p drivers in linux-modules")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`msiforge kernels list --json | head -1`: the reader goes away; msiforge exits 1 without a traceback."""
+    import subprocess
+
+    from helpers import MSIFORGE
+
+    proc = subprocess.Popen([*MSIFORGE, "kernels", "list", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before msiforge has read the index (about a second): its first write fails
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

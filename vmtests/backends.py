@@ -34,6 +34,9 @@ class Backend:
             raise InputError(f"--backend {self.name}: board {board.name} is {board.arch}; only the qemu "
                              "backend boots foreign-arch guests")
 
+    def check_kernel(self, spec: str, kernel) -> None:
+        """InputError (one line) when this backend cannot boot the Debian kernel ``kernel`` (a DebianKernel)."""
+
     def image(self, board, kernel, accel, icount: bool, cache: Path) -> tuple[Path, str]:
         """What the guest boots, and how (cached probes)."""
         return kernel.vmlinuz, "the kernel's image"
@@ -77,6 +80,13 @@ class Qemu(Backend):
 class Vng(Backend):
     name = "vng"
     arches = ("x86_64",)
+
+    def check_kernel(self, spec, kernel):
+        # virtme-ng mounts its root over virtio and 9p: from 6.19 on Debian builds those as
+        # modules in linux-modules-<rel> (100-160 MB), which msiforge does not fetch.
+        if kernel.kernel_package.startswith("linux-binary-unsigned-"):
+            raise InputError(f"--backend vng: kernel {spec} ({kernel.release}) has its virtio and 9p drivers "
+                             "in linux-modules, which msiforge does not fetch; use the qemu backend")
 
     def image(self, board, kernel, accel, icount, cache):
         return kernel.vmlinuz, "bzImage, booted by virtme-ng"
