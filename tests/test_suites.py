@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import msiforge
+from helpers import MSIFORGE, msiforge
 from msiforge import suites
 
 
@@ -74,3 +74,17 @@ def test_expired_index_is_used_with_a_visible_warning():
     when = suites.expired(suites.get("sid"))
     assert f"msiforge: warning: the sid index on the mirror expired on {when:%Y-%m-%d}" in proc.stderr
     assert "x86_64-linux-gnu-gcc-16" in proc.stdout and "builds in: build root" in proc.stdout
+
+
+def test_an_unreachable_mirror_is_one_line(tmp_path):
+    """No lists yet and the mirror does not answer: one line naming the suite, exit 1, no traceback."""
+    import os
+
+    env = dict(os.environ, MSIFORGE_CACHE=str(tmp_path / "cache"), MSIFORGE_MIRROR="http://127.0.0.1:9/debian",
+               MSIFORGE_SUITES="experimental")
+    proc = subprocess.run([*MSIFORGE, "kernels", "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("msiforge:")]
+    assert lines == [lines[0]] and lines[0].startswith("msiforge: error: apt-get update of suite experimental "
+                                                       "failed: "), proc.stderr
+    assert "Traceback" not in proc.stderr
