@@ -209,7 +209,9 @@ def update(suite: Suite, force: bool = False, ttl: float | None = None) -> None:
                                   capture_output=True, text=True, check=False)
         bad = proc.returncode != 0 or re.search(r"^(E:|W: (GPG|The repository))", proc.stderr, re.M)
         if bad or _release_file(suite) is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            lines = proc.stderr.strip().splitlines() or ["no output"]
+            # apt's own reason ("Failed to fetch ... Could not connect"), else its last word.
+            tail = next((ln for ln in lines if "Failed to fetch" in ln or ln.startswith("E:")), lines[-1])
             if _release_file(suite) is None or not stamp.exists():
                 raise EnvironmentProblem(f"apt-get update of suite {suite.name} failed: {tail}")
             print(f"msiforge: note: apt-get update of {suite.name} failed ({tail}); using its older lists",
