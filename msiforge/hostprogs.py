@@ -81,6 +81,7 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     # Build roots: modules of kernels built with a compiler the host lacks (toolchains.py).
     _p("mmdebstrap", "mmdebstrap", "build roots (a kernel's own compiler) and make check-fresh's Debian 12 root"),
     _p("unshare", "util-linux", "builds in build roots, and make check-fresh: private mounts of /proc and /dev"),
+    _p("mount", "mount", "builds in build roots: /proc, /dev and the kernel and module trees mounted into the root"),
     _p("chroot", "coreutils", "builds in build roots, and running check-fresh's suite in its root"),
     # From the venv, not Debian; and what it runs on the host itself.
     _p("vng", "virtme-ng", "the virtme-ng boot backend (--backend vng)", source="venv"),

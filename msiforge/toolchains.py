@@ -179,16 +179,17 @@ class Toolchain:
         if self.on_host:
             return argv
         root = self.ensure_root()
-        lines = ["set -e", f"R={shlex.quote(str(root))}", 'mount -t proc proc "$R/proc"',
-                 'mount --rbind /dev "$R/dev"']
+        mount = shlex.quote(hostprogs.require("mount"))
+        lines = ["set -e", f"R={shlex.quote(str(root))}", f'{mount} -t proc proc "$R/proc"',
+                 f'{mount} --rbind /dev "$R/dev"']
         for p in dict.fromkeys(str(Path(p).resolve()) for p in paths):
             q = shlex.quote(p)
-            lines.append(f'mkdir -p "$R"{q} && mount --bind {q} "$R"{q}')
+            lines.append(f'mkdir -p "$R"{q} && {mount} --bind {q} "$R"{q}')
         inner = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp", "LC_ALL=C", *argv]
         lines.append(f'exec chroot "$R" {shlex.join(inner)}')
         user = [] if os.geteuid() == 0 else ["--map-root-user"]
-        return [hostprogs.require("unshare"), "--mount", "--pid", "--fork", *user, "--",
-                "sh", "-c", "\n".join(lines)]
+        return [hostprogs.require("unshare"), "--mount", f"--propagation={_propagation()}", "--pid", "--fork",
+                *user, "--", "sh", "-c", "\n".join(lines)]
 
     @property
     def pahole_text(self) -> str:
@@ -200,6 +201,20 @@ class Toolchain:
         pahole = f", pahole {self.pahole_text}" if self.pahole else ""
         where = "the host" if self.on_host else f"build root {self.suite}"
         return f"{self.compiler.command} {self.compiler.version}{pahole} on {where}"
+
+
+def _propagation() -> str:
+    """How the build's mount namespace treats the mounts it copies.
+
+    ``private`` (nothing the build mounts reaches the host) needs "/" to be a
+    mount point.  Inside a chroot it is not (unshare: "cannot change root
+    filesystem propagation"): there the mounts are the chroot's maker's, who
+    must have made them private (check-fresh does), and they are left as
+    they are.
+    """
+    with open("/proc/self/mountinfo") as fh:
+        root_is_a_mount = any(line.split()[4] == "/" for line in fh if len(line.split()) > 4)
+    return "private" if root_is_a_mount else "unchanged"
 
 
 def _installed(root: Path) -> dict[str, str]:
