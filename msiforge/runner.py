@@ -33,7 +33,7 @@ FAULT_MODULE = ("panic", "oops", "bug", "warn", "call-trace")
 def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -> tuple[Board, list[str]]:
     """Apply --kernel / --scenario overrides to a board, validating them."""
     specs = list(specs or [k.text for k in board.kernels])
-    if any(parse_spec(s).many for s in specs if s.startswith("debian:")):
+    if any(parse_spec(s).many for s in specs):  # every spec is checked here, as before
         specs = kern.expand_specs(specs)  # debian:A..B and debian:all: every kernel they name
     if scenarios:
         for s in scenarios:
