@@ -31,11 +31,16 @@ class Candidate:
     suite: str | None = None
 
 
+def control_fields(text: str) -> dict[str, str]:
+    """The ``Field: value`` lines of one Debian control stanza (apt-cache show, dpkg status, deb822 sources)."""
+    return dict(re.findall(r"^([\w-]+):[ \t]*(.*)$", text, re.M))
+
+
 def candidate(package: str) -> Candidate:
     """The candidate version of ``package`` (``name`` or ``name:arch``) in the package index."""
     proc = subprocess.run([hostprogs.require("apt-cache"), "show", "--no-all-versions", package],
                           capture_output=True, text=True, check=False)
-    fields = dict(re.findall(r"^([\w-]+): (.*)$", proc.stdout, re.M))
+    fields = control_fields(proc.stdout)
     if proc.returncode != 0 or "Version" not in fields:
         raise EnvironmentProblem(f"the package index has no {package}: run 'make deps' as root "
                                  "(it runs apt-get update)")

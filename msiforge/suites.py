@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hostprogs, progress
+from . import debs, hostprogs, progress
 from .cache import atomic_write, cache_root, locked
 from .errors import EnvironmentProblem
 
@@ -93,7 +93,7 @@ def _host_sources() -> list[dict[str, str]]:
     stanzas: list[dict[str, str]] = []
     for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
         for block in re.split(r"\n\s*\n", path.read_text(errors="replace")):
-            fields = dict(re.findall(r"^([\w-]+):\s*(.*)$", block, re.M))
+            fields = debs.control_fields(block)
             if fields:
                 stanzas.append(fields)
     lists = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
@@ -254,7 +254,7 @@ def warn_if_expired(suite: Suite) -> None:
 def _parse_records(text: str) -> list[dict[str, str]]:
     out = []
     for block in text.split("\n\n"):
-        fields = dict(re.findall(r"^([\w-]+): (.*)$", block, re.M))
+        fields = debs.control_fields(block)
         if "Package" in fields and "Version" in fields:
             out.append({k: fields.get(k, "") for k in
                         ("Package", "Version", "Architecture", "Depends", "SHA256", "Size", "Source")})

@@ -30,7 +30,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hostprogs, progress, suites
+from . import debs, hostprogs, progress, suites
 from .cache import cache_root, ensure_entry
 from .errors import EnvironmentProblem
 
@@ -221,7 +221,7 @@ def _installed(root: Path) -> dict[str, str]:
     status = (root / "var/lib/dpkg/status").read_text(errors="replace")
     out = {}
     for block in status.split("\n\n"):
-        f = dict(re.findall(r"^([\w-]+): (.*)$", block, re.M))
+        f = debs.control_fields(block)
         if "Package" in f and "install ok installed" in f.get("Status", ""):
             out[f["Package"]] = f.get("Version", "")
     return out
