@@ -20,7 +20,6 @@ from ..cache import cache_root, ensure_entry
 from ..debs import download
 from ..errors import EnvironmentProblem
 
-SOURCE_PACKAGE = "linux-source-6.12"
 #: The series whose checkpatch.pl is used when none is asked for.
 DEFAULT_SERIES = "6.12"
 _FILES = ("scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch")
@@ -38,7 +37,7 @@ class Report:
     output: str
 
 
-def _extract(tmp: Path, package: str = SOURCE_PACKAGE) -> None:
+def _extract(tmp: Path, package: str) -> None:
     from ..source_kernels import source_candidate
 
     debs = download([source_candidate(package)], tmp)
