@@ -68,12 +68,21 @@ def _find(header_dirs: list[Path], rel: str) -> Path | None:
 
 def probe(header_dirs: list[Path]) -> Features:
     """Probe the given header trees (first match wins for each header)."""
+    def read(rel: str) -> str | None:
+        path = _find(header_dirs, rel)
+        return path.read_text(errors="replace") if path else None
+
+    return probe_with(read, ", ".join(map(str, header_dirs)))
+
+
+def probe_with(read, where: str) -> Features:
+    """Probe headers that ``read(relative path)`` returns (None: no such file), e.g. from a git commit."""
     found = {}
     for name, (rel, pattern) in PROBES.items():
-        path = _find(header_dirs, rel)
-        found[name] = bool(path and re.search(pattern, path.read_text(errors="replace")))
-    if _find(header_dirs, "include/linux/irqdomain.h") is None:
-        raise FileNotFoundError(f"no include/linux/irqdomain.h under {', '.join(map(str, header_dirs))}")
+        text = read(rel)
+        found[name] = bool(text and re.search(pattern, text))
+    if read("include/linux/irqdomain.h") is None:
+        raise FileNotFoundError(f"no include/linux/irqdomain.h under {where}")
     return Features(**found)
 
 

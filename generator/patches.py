@@ -173,13 +173,18 @@ def ref(name: str) -> str:
     return f"msiforge/{name}"
 
 
+def commit_env(identity: Identity) -> dict[str, str]:
+    """git's environment for a generated commit: author and committer ``identity``, the fixed date."""
+    return {"GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
+            "GIT_COMMITTER_NAME": identity.name, "GIT_COMMITTER_EMAIL": identity.email,
+            "GIT_AUTHOR_DATE": COMMIT_DATE, "GIT_COMMITTER_DATE": COMMIT_DATE}
+
+
 def series_commit(source, name: str, identity: Identity | None = None) -> str:
     """Generate series ``name`` on ``source`` (a ``source_kernels.Source``); return the tip commit."""
     si = check_supported(name, source.series)
     identity = identity or default_identity()
-    people = {"GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
-              "GIT_COMMITTER_NAME": identity.name, "GIT_COMMITTER_EMAIL": identity.email,
-              "GIT_AUTHOR_DATE": COMMIT_DATE, "GIT_COMMITTER_DATE": COMMIT_DATE}
+    people = commit_env(identity)
     repo = source.tree
     with locked(repo.parent / f".{name}.lock"), tempfile.TemporaryDirectory(prefix="msiforge-series-") as tmp:
         index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
@@ -198,11 +203,19 @@ def series_commit(source, name: str, identity: Identity | None = None) -> str:
     return parent
 
 
-def write_series(source, name: str, out: Path, identity: Identity | None = None) -> list[Path]:
-    """Write the series as ``git format-patch`` files (cover letter first) into ``out``."""
+def write_series(source, name: str, out: Path, identity: Identity | None = None, board=None) -> list[Path]:
+    """Write the series as ``git format-patch`` files (cover letter first) into ``out``.
+
+    With a ``board``, the series ends with the patch that adds the board's
+    drivers in-tree (``intree.py``): the users of the API it adds.
+    """
+    from . import intree
+
     si = info(name)
     identity = identity or default_identity()
     tip = series_commit(source, name, identity)
+    if board is not None:
+        tip = intree.add_drivers(source.tree, tip, board, source.kernelversion, name, identity)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.patch"):
         old.unlink()
@@ -214,6 +227,9 @@ def write_series(source, name: str, out: Path, identity: Identity | None = None)
     patches = sorted(out.glob("*.patch"))
     cover = patches[0]
     subject, blurb = cover_text(si, source.kernelversion)
+    if board is not None:
+        blurb += (f"\n\nThe last patch adds the drivers of the msiforge board {board.name}'s devices in\n"
+                  "drivers/misc/msiforge/: the in-tree users of the interface.")
     text = cover.read_text().replace("*** SUBJECT HERE ***", subject, 1)
     cover.write_text(text.replace("*** BLURB HERE ***", blurb, 1))
     return patches

@@ -1,5 +1,10 @@
 """`msiforge bisect`: find the first kernel whose verdict differs from the good one.
 
+With ``--watch REGEX`` what is compared is not the verdict but what the
+scenario saw: every match of REGEX in its KTAP diagnostics (the capture
+group, if it has one), e.g. the parent domain of the driver's domain in
+``domain-layout``, or how many interrupts an affinity move took.
+
 Kernels between ``--good`` and ``--bad`` come from the Debian package index
 (or ``--kernel``), ordered by version.  The good kernel is booted once for
 the reference verdict; the search then assumes the bad one differs and
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +43,7 @@ class Step:
     kernel: str  # spec
     release: str
     verdict: str
+    observed: str  # what is compared: the verdict, or what --watch matched
     differs: bool
     seconds: float
     cached: bool
@@ -51,6 +58,7 @@ class Bisection:
     good: str
     bad: str
     candidates: list[str]
+    watch: str | None = None  # the regex whose matches are compared (None: the verdict)
     reference: str = ""
     first_different: str | None = None
     steps: list[Step] = field(default_factory=list)
@@ -132,15 +140,43 @@ def verdict(board: Board, k: kern.DebianKernel, scenario: str, out: Path) -> tup
     return v, secs, False, log, scen.diagnostics
 
 
+def compile_watch(watch: str | None) -> re.Pattern | None:
+    """``--watch``'s regex, or a one-line InputError."""
+    if watch is None:
+        return None
+    try:
+        return re.compile(watch)
+    except re.error as exc:
+        raise InputError(f"--watch {watch!r}: not a regular expression ({exc})") from None
+
+
+def observe(verdict_: str, diagnostics: list[str], watch: re.Pattern | None) -> str:
+    """What a step is compared by: the verdict, or every match of ``watch`` in the diagnostics."""
+    if watch is None:
+        return verdict_
+    seen = []
+    for line in diagnostics:
+        for m in watch.finditer(line):
+            seen.append(m.group(1) if watch.groups else m.group(0))
+    if seen:
+        return " | ".join(dict.fromkeys(seen))
+    return f"nothing matched ({verdict_})"
+
+
 def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
-           explicit: list[str] | None = None) -> Bisection:
-    """Run the bisection; every step's result lands in ``out/bisect.json``."""
+           explicit: list[str] | None = None, watch: str | None = None) -> Bisection:
+    """Run the bisection; every step's result lands in ``out/bisect.json``.
+
+    ``watch``: compare what the scenario saw (the matches of this regex in its
+    diagnostics) instead of its verdict.
+    """
     for s in (good, bad):
         parse_spec(s)
+    pattern = compile_watch(watch)
     runner.select(board, None, [scenario])
     ks = candidates(good, bad, explicit)
     bis = Bisection(board=board.name, scenario=scenario, good=good, bad=bad,
-                    candidates=[k.release for k in ks])
+                    candidates=[k.release for k in ks], watch=watch)
     start = time.monotonic()
     usable_dir(out, "output directory")
     tried: dict[int, bool] = {}
@@ -149,10 +185,11 @@ def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
         k = ks[i]
         with progress.step(f"bisect: {scenario} on {k.release}"):
             v, secs, cached, log, diags = verdict(board, k, scenario, out)
+        seen = observe(v, diags, pattern)
         if i == 0:
-            bis.reference = v
-        differs = v != bis.reference
-        bis.steps.append(Step(kernel=k.spec, release=k.release, verdict=v, differs=differs,
+            bis.reference = seen
+        differs = seen != bis.reference
+        bis.steps.append(Step(kernel=k.spec, release=k.release, verdict=v, observed=seen, differs=differs,
                               seconds=round(secs, 1), cached=cached, log=log, diagnostics=diags))
         bis.boots += 0 if cached else 1
         tried[i] = differs
@@ -228,6 +265,9 @@ def bisect_series(board: Board, scenario: str, spec: str, work: Path) -> tuple[s
     ks = parse_spec(spec)
     if ks.kind != "source" or not ks.patch_series:
         raise InputError(f"--series {spec!r}: a series bisect needs source:X.Y+SERIES, e.g. source:6.12+pci-ims")
+    if ks.in_tree:
+        raise InputError(f"--series {spec!r}: a series bisect builds each commit as a tree: kernel, whose "
+                         "drivers are out of tree; bisect the series without +in-tree")
     runner.select(board, None, [scenario])
     tip = source_kernels.target(ks).commit
     base = source_kernels.pristine(f"{ks.major}.{ks.minor}")

@@ -106,6 +106,10 @@ def parser() -> argparse.ArgumentParser:
                    help="instead of --good/--bad: bisect a generated patch series, e.g. source:6.12+pci-ims, "
                         "with git bisect run (pristine source good, series tip bad)")
     _add_kernels(p, "the kernels to bisect over, instead of the package index between --good and --bad")
+    p.add_argument("--watch", metavar="REGEX",
+                   help="compare what the scenario saw instead of its verdict: every match of REGEX in its KTAP "
+                        "diagnostics (the first capture group, if any), e.g. --scenario domain-layout "
+                        "--watch 'slots: \\S+ -> (\\S+)' for the parent domain of each driver's domain")
     p.add_argument("--out", "-o", type=Path, metavar="DIR", help="output directory (default: under runs/)")
 
     p = sub.add_parser("bisect-run", help="for `git bisect run`: test the kernel tree as checked out",
@@ -240,7 +244,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     board, specs = runner.select(load_board(board_arg(args)), args.kernels, None)
     backends.get(args.backend).check(board, None)
     available = runner.check_specs(specs, board.arch)
-    kernels = [runner.obtain(s, available, board.arch) for s in specs]
+    kernels = [runner.obtain(s, available, board.arch, board) for s in specs]
     accel = qemu.choose_accel(board.accel, kernels[0].vmlinuz, cache_root() / "probes")
     the_plan = plan.make(board, kernels, accel, args.backend, None, cache_root())
     if args.json:
@@ -284,27 +288,30 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         return 0 if first else 1
     if not (args.good and args.bad):
         raise InputError("bisect needs --good and --bad (or --series)")
-    result = bis.bisect(board, args.scenario, args.good, args.bad, out, explicit)
+    result = bis.bisect(board, args.scenario, args.good, args.bad, out, explicit, args.watch)
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
         console.width = 160
     table = Table(title=f"msiforge bisect: {args.scenario} on board {board.name}, "
                         f"{len(result.candidates)} kernels from {args.good} to {args.bad}")
-    for col in ("step", "kernel", "verdict", "vs good", "time", "log"):
+    cols = ("step", "kernel", "verdict", *(("seen",) if args.watch else ()), "vs good", "time", "log")
+    for col in cols:
         table.add_column(col)
     for i, st in enumerate(result.steps, 1):
         mark = "[red]differs[/]" if st.differs else "[green]same[/]"
         when = "cached" if st.cached else f"{st.seconds:.1f} s"
-        table.add_row(str(i), f"{st.kernel} ({st.release})", st.verdict, mark, when, st.log)
+        seen = (st.observed,) if args.watch else ()
+        table.add_row(str(i), f"{st.kernel} ({st.release})", st.verdict, *seen, mark, when, st.log)
     console.print(table)
     console.print(f"steps: {len(result.steps)}, boots: {result.boots} (bound {result.max_boots}), "
                   f"time: {result.seconds:.1f} s; bisect.json: {out / 'bisect.json'}", markup=False)
     if result.first_different:
         found = next(st for st in result.steps if st.release == result.first_different)
         console.print(f"first kernel that differs from {args.good} ({result.reference}): "
-                      f"{result.first_different} ({found.verdict})", markup=False)
+                      f"{result.first_different} ({found.observed})", markup=False)
         return 0
-    console.print(f"no kernel from {args.good} to {args.bad} differs from the good verdict", markup=False)
+    what = "what the good kernel's scenario saw" if args.watch else "the good verdict"
+    console.print(f"no kernel from {args.good} to {args.bad} differs from {what}", markup=False)
     return 1
 
 
@@ -339,7 +346,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = args.out.resolve()
     usable_dir(out.parent, f"output directory {out}: its parent")  # before anything is fetched
     cache_root()
-    kernels = [runner.obtain(s, available, board.arch) for s in specs]
+    kernels = [runner.obtain(s, available, board.arch, board) for s in specs]
     targets = [render.target_for(k) for k in kernels]
     trees = render.generate(board, targets, args.out)
     for release, tree in trees.items():

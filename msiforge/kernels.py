@@ -117,6 +117,8 @@ class Kernel:
     suite: str = ""  # debian: the suite it came from
     #: Where its modules build and with which compiler (None: the host's, as the kernel was built here).
     toolchain: toolchains.Toolchain | None = None
+    #: source:...+in-tree: the board's driver modules, built in the kernel tree.
+    in_tree: tuple[Path, ...] = ()
 
 
 

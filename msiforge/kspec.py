@@ -20,6 +20,8 @@ Kernels built from source (by ``source_kernels.py``)::
     source:6.12              Debian's linux-source-6.12, unpatched
     source:6.12+pci-ims      ... with a generated patch series applied
     source:6.1+platform-msi-group
+    source:7.3+pci-ims+in-tree  ... and the board's drivers as its last patches, built in
+                             the tree (drivers/misc/msiforge/); source:6.12+in-tree without a series
     tree:PATH                a kernel git tree, its working tree as it is
     tree:PATH@REV            a kernel git tree at a commit, tag or branch
 """
@@ -34,7 +36,10 @@ from .errors import SpecError
 
 FLAVOURS = {"": "amd64", "rt": "rt-amd64", "cloud": "cloud-amd64"}
 
-_SOURCE_RE = re.compile(r"^source:(?P<major>\d{1,2})\.(?P<minor>\d{1,3})(?:\+(?P<series>[a-z0-9][a-z0-9-]{0,39}))?$")
+#: The pseudo-series that puts the board's own drivers in the tree, last.
+IN_TREE = "in-tree"
+_SOURCE_RE = re.compile(r"^source:(?P<major>\d{1,2})\.(?P<minor>\d{1,3})(?:\+(?!in-tree(?:$|\+))(?P<series>[a-z0-9][a-z0-9-]{0,39}))?"
+                        r"(?P<in_tree>\+in-tree)?$")
 _TREE_RE = re.compile(r"^tree:(?P<path>[^@\s]+)(?:@(?P<rev>[A-Za-z0-9._/~^-]{1,100}))?$")
 
 _DEBIAN_RE = re.compile(
@@ -59,6 +64,7 @@ class KernelSpec:
     abinum: int | None
     flavour: str  # Debian flavour: amd64 | rt-amd64 | cloud-amd64 ("" for source:/tree:)
     patch_series: str | None = None  # source:X.Y+NAME: the generated patch series NAME
+    in_tree: bool = False  # source:X.Y[+NAME]+in-tree: the board's drivers built in the tree
     path: str | None = None  # tree:PATH
     rev: str | None = None  # tree:PATH@REV
     deb: str | None = None  # debian:X.Y.Z+debNN: the Debian release part of the ABI
@@ -138,10 +144,11 @@ def _parse_source(text: str) -> KernelSpec:
     m = _SOURCE_RE.match(text)
     if not m:
         raise SpecError(
-            f"kernel spec {text!r}: expected source:SERIES[+PATCHES], e.g. source:6.12, source:6.12+pci-ims"
+            f"kernel spec {text!r}: expected source:SERIES[+PATCHES][+in-tree], e.g. source:6.12, "
+            "source:6.12+pci-ims, source:7.3+pci-ims+in-tree"
         )
     return KernelSpec(text=text, kind="source", major=int(m["major"]), minor=int(m["minor"]), patch=None,
-                      abinum=None, flavour="", patch_series=m["series"])
+                      abinum=None, flavour="", patch_series=m["series"], in_tree=bool(m["in_tree"]))
 
 
 def _parse_tree(text: str) -> KernelSpec:

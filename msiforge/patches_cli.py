@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, type=Path, metavar="DIR", help="output directory")
     p.add_argument("--identity", metavar="'NAME <EMAIL>'",
                    help="From / Signed-off-by (default: $MSIFORGE_IDENTITY, else git's user.name/user.email)")
+    p.add_argument("board", nargs="?", metavar="BOARD",
+                   help="end the series with a patch that adds this board's drivers in-tree "
+                   "(drivers/misc/msiforge/: source, header, Kconfig entry, Makefile line; not the test "
+                   "modules), the users of the API the series adds; a board YAML file or a built-in name")
 
 
 def register_kernels(ksub: argparse._SubParsersAction) -> None:
@@ -73,9 +77,15 @@ def _patches(args: argparse.Namespace) -> int:
         raise InputError(f"--kernel {args.kernel!r}: expected a plain source kernel, e.g. source:6.12")
     patches.check_supported(args.series, f"{spec.major}.{spec.minor}")
     identity = patches.parse_identity(args.identity) if args.identity else None
+    board = None
+    if args.board:
+        from .board import load_board
+
+        board = load_board(args.board)
     src = source_kernels.pristine(f"{spec.major}.{spec.minor}")
-    with progress.step(f"generate {args.series} for {src.package} {src.version}"):
-        files = patches.write_series(src, args.series, args.out, identity)
+    drivers = f" + the drivers of {board.name}" if board else ""
+    with progress.step(f"generate {args.series}{drivers} for {src.package} {src.version}"):
+        files = patches.write_series(src, args.series, args.out, identity, board)
     bad = 0
     for f in files[1:]:
         r = patches.checkpatch(src, f)

@@ -72,14 +72,16 @@ def check_specs(specs: list[str], arch: str = "x86_64") -> list[kern.DebianKerne
     return available
 
 
-def obtain(spec: str, available: list[kern.DebianKernel], arch: str = "x86_64") -> kern.Kernel:
-    """A bootable kernel for ``spec``: fetched (debian:) or built (source:, tree:)."""
+def obtain(spec: str, available: list[kern.DebianKernel], arch: str = "x86_64",
+           board: Board | None = None) -> kern.Kernel:
+    """A bootable kernel for ``spec``: fetched (debian:) or built (source:, tree:; ``+in-tree`` with
+    ``board``'s drivers)."""
     if parse_spec(spec).kind == "debian":
         with progress.step(f"fetch {spec}"):
             return kern.fetch(spec, available)
     from . import source_kernels
 
-    return source_kernels.build(spec, arch)
+    return source_kernels.build(spec, arch, board)
 
 
 def new_run_dir(board: Board, out: Path | None) -> Path:
@@ -108,7 +110,7 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
     """
     h = hashlib.sha256(kernel.release.encode())
     for f in sorted(tree.iterdir()):
-        if f.suffix == ".c" or f.name == "Kbuild":
+        if f.suffix in (".c", ".h") or f.name == "Kbuild":
             h.update(f.name.encode() + b"\0" + f.read_bytes())
     entry = cache_root() / "modules" / f"{kernel.release}-{h.hexdigest()[:20]}"
 
@@ -119,7 +121,21 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
             shutil.copy2(ko, tmp / ko.name)
 
     ensure_entry(entry, _build)
-    return sorted(entry.glob("*.ko"))
+    return sorted(entry.glob("*.ko")) + in_tree_modules(tree, kernel)
+
+
+def in_tree_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
+    """The drivers a ``+in-tree`` kernel built, after checking that the test modules were built
+    against the same interface (each header in ``tree`` equals the kernel's)."""
+    for ko in kernel.in_tree:
+        header = tree / ko.with_suffix(".h").name
+        src = kernel.header_dirs[0] / "drivers" / "misc" / "msiforge" / header.name
+        if not ko.is_file():
+            raise BuildError(f"the in-tree driver {ko.name} was not built in {kernel.build_dir}")
+        if not src.is_file() or src.read_bytes() != header.read_bytes():
+            raise BuildError(f"{header.name}: the kernel's in-tree copy ({src}) differs from the one the test "
+                             "module was built with (the drivers went in-tree for other kernel features?)")
+    return list(kernel.in_tree)
 
 
 def build_fault_module(kernel: kern.Kernel, dest: Path) -> Path:
@@ -204,7 +220,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     progress.info(f"run directory: {run_dir}")
     fetched = []
     for s in specs:
-        fetched.append(obtain(s, available, board.arch))
+        fetched.append(obtain(s, available, board.arch, board))
     with progress.step("probe the accelerator"):
         accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz, cache_root() / "probes")
     progress.info(f"accelerator: {accel.describe()}")

@@ -205,26 +205,40 @@ def _make_env() -> dict:
                 KBUILD_BUILD_USER="msiforge", KBUILD_BUILD_HOST="msiforge")
 
 
-def configure(src: Path, obj: Path, localversion: str = "", arch: str = "x86_64") -> None:
-    """Write ``obj/.config``: the fragment merged onto tinyconfig, checked option by option."""
+def extra_fragment(options: tuple[tuple[str, str], ...]) -> str:
+    """A config fragment of ``options`` (the in-tree drivers'), "" for none."""
+    return "".join(f"{k}={v}\n" for k, v in options)
+
+
+def configure(src: Path, obj: Path, localversion: str = "", arch: str = "x86_64",
+              extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """Write ``obj/.config``: the fragment (and ``extra`` options) merged onto tinyconfig, checked option by option."""
     env = _make_env()
-    fragment = build_arch(arch).fragment
+    fragments = [str(build_arch(arch).fragment)]
+    if extra:
+        (obj / "msiforge-in-tree.config").write_text(extra_fragment(extra))
+        fragments.append(str(obj / "msiforge-in-tree.config"))
     _run(_make_cmd(src, obj, localversion, BASE_CONFIG, arch=arch), f"make {BASE_CONFIG}", env=env)
     merge = src / "scripts" / "kconfig" / "merge_config.sh"
     # merge_config.sh runs make itself: ARCH and CROSS_COMPILE reach it through the environment.
     menv = dict(env, **dict(v.split("=", 1) for v in build_arch(arch).make_vars))
-    _run(["sh", str(merge), "-m", "-O", str(obj), str(obj / ".config"), str(fragment)],
+    _run(["sh", str(merge), "-m", "-O", str(obj), str(obj / ".config"), *fragments],
          "merge_config.sh", cwd=src, env=menv)
     _run(_make_cmd(src, obj, localversion, "olddefconfig", arch=arch), "make olddefconfig", env=env)
-    check_config(obj, arch)
+    check_config(obj, arch, extra)
 
 
-def check_config(obj: Path, arch: str = "x86_64") -> None:
+def check_config(obj: Path, arch: str = "x86_64", extra: tuple[tuple[str, str], ...] = ()) -> None:
     """Fail loudly naming every fragment option that did not survive into ``obj/.config``."""
-    lost = missing_options(config_fragment(arch), (obj / ".config").read_text())
+    config = (obj / ".config").read_text()
+    lost = missing_options(config_fragment(arch), config)
     if lost:
         raise BuildError(f"{build_arch(arch).fragment.name}: options lost by olddefconfig (unmet dependencies?): "
                          + ", ".join(lost))
+    lost = missing_options(extra_fragment(extra), config)
+    if lost:
+        raise BuildError("the in-tree drivers' options were lost by olddefconfig (their Kconfig "
+                         "'depends on' is not met): " + ", ".join(lost))
 
 
 # --------------------------------------------------------------------------- building
@@ -240,20 +254,33 @@ class Target:
     series: str  # kernel series, e.g. 6.12 (its pristine source, for series_targets)
     patch_series: str | None = None  # the msiforge patch series on top, if any
     arch: str = "x86_64"  # the board arch it is built for
+    #: +in-tree: the board's drivers are the last commit; their options and modules (under O=).
+    config: tuple[tuple[str, str], ...] = ()
+    in_tree: tuple[str, ...] = ()
 
 
-def _source_target(spec: KernelSpec) -> Target:
-    from .generator import patches
+def _source_target(spec: KernelSpec, board=None) -> Target:
+    from .generator import intree, patches
 
     if spec.patch_series:  # a one-line error before anything is downloaded
         patches.check_supported(spec.patch_series, f"{spec.major}.{spec.minor}")
+    if spec.in_tree and board is None:
+        raise SpecError(f"kernel spec {spec.text!r}: +in-tree builds a board's drivers in the tree; "
+                        "give it with a board (msiforge run BOARD --kernel ...)")
     src = pristine(f"{spec.major}.{spec.minor}")
     commit, slot = src.commit, src.kernelversion
     if spec.patch_series:
         commit = patches.series_commit(src, spec.patch_series)
         slot += f"+{spec.patch_series}"
+    config, in_tree = (), ()
+    if spec.in_tree:
+        # The slot of the kernel without them: Kbuild rebuilds only what the drivers' options and
+        # files touch (a minute, where a slot of its own would compile the whole kernel again).
+        commit = intree.add_drivers(src.tree, commit, board, src.kernelversion, spec.patch_series)
+        config = tuple(intree.config_options(board).items())
+        in_tree = tuple(intree.module_path(d) for d in board.devices)
     return Target(spec=spec.text, repo=src.tree, commit=commit, slot=slot, series=src.series,
-                  patch_series=spec.patch_series)
+                  patch_series=spec.patch_series, config=config, in_tree=in_tree)
 
 
 def check_spec(spec: KernelSpec) -> None:
@@ -290,17 +317,18 @@ def _tree_target(spec: KernelSpec) -> Target:
                   series=".".join(kver.split(".")[:2]))
 
 
-def target(spec: str | KernelSpec, arch: str = "x86_64") -> Target:
+def target(spec: str | KernelSpec, arch: str = "x86_64", board=None) -> Target:
     """Resolve a ``source:`` or ``tree:`` spec to what to build for a board ``arch``.
 
-    The source is fetched if needed.
+    The source is fetched if needed.  ``board`` is needed by ``+in-tree``
+    specs: its drivers are the last commit.
     """
     import dataclasses
 
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     build_arch(arch)
     if spec.kind == "source":
-        return dataclasses.replace(_source_target(spec), arch=arch)
+        return dataclasses.replace(_source_target(spec, board), arch=arch)
     if spec.kind == "tree":
         return dataclasses.replace(_tree_target(spec), arch=arch)
     raise SpecError(f"kernel spec {spec.text!r}: not a source: or tree: kernel")
@@ -324,29 +352,34 @@ def _key(tgt: Target, src: Path) -> str:
         h.update(_git(src, "diff", "HEAD").encode())
         h.update(_git(src, "status", "--porcelain", "--untracked-files=no").encode())
     h.update(BASE_CONFIG.encode() + b"\0" + config_fragment(tgt.arch).encode())
+    if tgt.config:  # keys of kernels without in-tree drivers predate them (and must not change)
+        h.update(b"\0in-tree=" + extra_fragment(tgt.config).encode())
     if tgt.arch != "x86_64":  # x86_64 keys predate arches (and must not change)
         h.update(b"\0arch=" + tgt.arch.encode())
     return h.hexdigest()
 
 
-def build(spec: str | KernelSpec, arch: str = "x86_64") -> Kernel:
+def build(spec: str | KernelSpec, arch: str = "x86_64", board=None) -> Kernel:
     """Build (or reuse) the kernel of a ``source:`` / ``tree:`` spec for a board ``arch``.
 
-    Returns it like a Debian kernel.
+    Returns it like a Debian kernel.  ``board``: for ``+in-tree`` specs.
     """
-    return build_target(target(spec, arch))
+    return build_target(target(spec, arch, board))
 
 
-def series_targets(spec: str | KernelSpec, arch: str = "x86_64") -> list[Target]:
+def series_targets(spec: str | KernelSpec, arch: str = "x86_64", board=None) -> list[Target]:
     """One target per patch of a ``source:X.Y+SERIES`` spec, in order (bisecting the series).
 
     They share the spec's build slot, so building them one after another is
-    incremental.
+    incremental.  ``board``: for ``+in-tree`` specs (its drivers are the last patch).
     """
-    tgt = target(spec, arch)
+    tgt = target(spec, arch, board)
     commits = _git(tgt.repo, "rev-list", "--reverse", f"{pristine(tgt.series).commit}..{tgt.commit}").split()
-    return [Target(spec=f"{tgt.spec} (patch {i}/{len(commits)})", repo=tgt.repo, commit=c, slot=tgt.slot,
-                   series=tgt.series, patch_series=tgt.patch_series, arch=tgt.arch)
+    n = len(commits)
+    # The in-tree drivers are the last commit: their options (and modules) go with it only.
+    return [Target(spec=f"{tgt.spec} (patch {i}/{n})", repo=tgt.repo, commit=c, slot=tgt.slot,
+                   series=tgt.series, patch_series=tgt.patch_series, arch=tgt.arch,
+                   config=tgt.config if i == n else (), in_tree=tgt.in_tree if i == n else ())
             for i, c in enumerate(commits, 1)]
 
 
@@ -355,6 +388,8 @@ def build_target(tgt: Target) -> Kernel:
     ba = build_arch(tgt.arch)
     config_hash = hashlib.sha256(config_fragment(tgt.arch).encode()).hexdigest()[:10]
     slot = cache_root() / "kbuild" / f"{tgt.slot}{ba.slot_tag}-{config_hash}"
+    if tgt.config:  # the slot is the fragment's; the configuration also has the drivers' options
+        config_hash += "-" + hashlib.sha256(extra_fragment(tgt.config).encode()).hexdigest()[:8]
     slot.mkdir(parents=True, exist_ok=True)
     with locked(slot.with_name(slot.name + ".lock")):
         src = slot / "src" if tgt.commit else tgt.repo
@@ -370,13 +405,13 @@ def build_target(tgt: Target) -> Kernel:
             obj.mkdir(exist_ok=True)
             if state.get("config") != config_hash or not (obj / ".config").exists():
                 with progress.step(f"configure {tgt.spec} ({BASE_CONFIG} + {ba.fragment.name})"):
-                    configure(src, obj, localversion, tgt.arch)
+                    configure(src, obj, localversion, tgt.arch, tgt.config)
             cross = f", {tgt.arch}" if ba.make_vars else ""
             cached = ", ccache" if hostprogs.which("ccache") else ", no ccache"
             with progress.step(f"build kernel {tgt.spec} (nice{cached}{cross})"):
                 _run(_make_cmd(src, obj, localversion, "all", arch=tgt.arch),
                      f"kernel build of {tgt.spec} (O={obj})", env=_make_env())
-            check_config(obj, tgt.arch)
+            check_config(obj, tgt.arch, tgt.config)
             release = _run(_make_cmd(src, obj, localversion, "kernelrelease", arch=tgt.arch),
                            "make kernelrelease", env=_make_env()).stdout.strip()
             state = {"key": key, "config": config_hash, "release": release, "spec": tgt.spec,
@@ -384,4 +419,5 @@ def build_target(tgt: Target) -> Kernel:
             atomic_write(state_file, json.dumps(state, indent=2) + "\n")
     return Kernel(spec=tgt.spec, release=state["release"], vmlinuz=obj / ba.image,
                   build_dir=obj, header_dirs=[src, obj],
-                  patch_series=tgt.patch_series, arch=tgt.arch)
+                  patch_series=tgt.patch_series, arch=tgt.arch,
+                  in_tree=tuple(obj / m for m in tgt.in_tree))

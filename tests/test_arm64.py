@@ -139,9 +139,10 @@ def test_generated_drivers_build_for_arm64_and_pass_checkpatch(arm64_kernel, tmp
     for i, board in enumerate(boards):
         tree = render.generate(board, [target], tmp_path / f"gen{i}")[k.release]
         result = kbuild.build(tree, k.build_dir, arch="arm64")  # raises on any warning
-        assert sorted(m.name for m in result.modules) == sorted(f"{d.module}.ko" for d in board.devices)
+        assert sorted(m.name for m in result.modules) == sorted(f"{d.module}{part}.ko" for d in board.devices
+                                                                for part in ("", "_test"))
         built += len(result.modules)
-        sources += [c for c in sorted(tree.glob("msiforge_*.c")) if not c.name.endswith(".mod.c")]
+        sources += [c for c in sorted(tree.glob("msiforge_*.[ch]")) if not c.name.endswith(".mod.c")]
         manifest = json.loads((tree / "manifest.json").read_text())
         apis |= {(board.name, d["name"], d["api"]) for d in manifest["devices"]}
     assert built >= 2 + 2 + 8 + 8 + 3

@@ -100,3 +100,42 @@ def test_bisect_candidates_span_the_suites_in_version_order():
     assert cands == sorted(cands)
     assert releases.index("7.2.13+deb14-amd64") < releases.index("7.3-amd64") < releases.index("7.3.4+deb13-amd64")
     assert len(cands) == len(kern.expand("debian:6.1.0-47..7.3.4"))
+
+
+def test_watch_compares_what_the_scenario_saw():
+    """--watch: the matches (capture group) in the diagnostics, deduplicated in order; the verdict otherwise."""
+    diags = ["ims0: PCI/MSI irq 24: per-device IR-PCI-MSI-0000:00:03.0 domain ; slots: IMS-ims0 -> INTEL-IR-0-13",
+             "pmsi0: PCI/MSI irq 25: per-device ... ; slots: PLATFORM-MSI-pmsi0 -> INTEL-IR-0-13"]
+    watch = bisect.compile_watch(r"slots: \S+ -> (\S+)")
+    assert bisect.observe("pass", diags, watch) == "INTEL-IR-0-13"
+    assert bisect.observe("pass", [d.replace("-13", "-12") for d in diags], watch) == "INTEL-IR-0-12"
+    assert bisect.observe("pass", diags, bisect.compile_watch(r"IMS-\w+")) == "IMS-ims0"
+    assert bisect.observe("fail", [], watch) == "nothing matched (fail)"
+    assert bisect.observe("pass", diags, None) == "pass"
+
+
+def test_watch_that_is_no_regex_is_one_line_error():
+    with pytest.raises(Exception, match=r"--watch '\(': not a regular expression"):
+        bisect.compile_watch("(")
+
+
+def test_bisect_with_watch_finds_the_first_kernel_that_saw_something_else(tmp_path, monkeypatch):
+    """The binary search on what was seen (the runner faked: test_bisect.py boots real kernels)."""
+    ladder = ["debian:6.12.117+deb12", "debian:6.12.118", "debian:7.2.13", "debian:7.3-rc7", "debian:7.3.4"]
+    seen = {"6.12": "INTEL-IR-0-13", "7.": "INTEL-IR-0-12"}
+    available = kern.index()
+    ks = [kern.resolve(s, available) for s in ladder]
+    monkeypatch.setattr(bisect, "candidates", lambda good, bad, explicit=None: ks)
+
+    def fake_verdict(board, k, scenario, out):
+        parent = next(v for prefix, v in seen.items() if k.release.startswith(prefix))
+        return "pass", 1.0, False, "log", [f"ims0: ... ; slots: IMS-ims0 -> {parent}"]
+
+    monkeypatch.setattr(bisect, "verdict", fake_verdict)
+    res = bisect.bisect(load_board(None), "domain-layout", ladder[0], ladder[-1], tmp_path,
+                        watch=r"slots: \S+ -> (\S+)")
+    assert res.reference == "INTEL-IR-0-13"
+    assert res.first_different == ks[2].release  # the first 7.x kernel
+    assert all(s.verdict == "pass" for s in res.steps)  # no verdict changed: what was seen did
+    plain = bisect.bisect(load_board(None), "domain-layout", ladder[0], ladder[-1], tmp_path / "plain")
+    assert plain.first_different is None

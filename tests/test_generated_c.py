@@ -68,7 +68,9 @@ def test_builds_warning_free_on_every_kernel(trees, kernels):
     for release, tree in trees:
         result = kbuild.build(tree, by_release[release].build_dir)  # raises on any warning
         manifest = json.loads((tree / "manifest.json").read_text())
-        assert sorted(m.name for m in result.modules) == sorted(f"{d['module']}.ko" for d in manifest["devices"])
+        # Per device: its driver and its test module.
+        assert sorted(m.name for m in result.modules) == sorted(f"{d['module']}{part}.ko" for d in manifest["devices"]
+                                                                for part in ("", "_test"))
         built += len(result.modules)
         apis |= {(d["strategy"], d["api"]) for d in manifest["devices"]}
     assert built >= 4 * (2 + 8 + 8 + 3)
@@ -77,11 +79,11 @@ def test_builds_warning_free_on_every_kernel(trees, kernels):
 
 
 def test_checkpatch_strict_clean(trees):
-    files = [c for _, tree in trees for c in sorted(tree.glob("msiforge_*.c")) if not c.name.endswith(".mod.c")]
+    files = [c for _, tree in trees for c in sorted(tree.glob("msiforge_*.[ch]")) if not c.name.endswith(".mod.c")]
     for report in checkpatch.check_files(files):
         assert (report.errors, report.warnings) == (0, 0), report.output
         assert report.checks == 0, report.output
-    assert len({c.name for c in files}) >= 10
+    assert len({c.name for c in files}) >= 30  # drivers, headers and test modules
 
 
 def test_build_error_names_file_line_and_template(trees, fetched_kernels, tmp_path):
@@ -123,7 +125,7 @@ def test_every_series_newest_abi_builds_warning_free_with_its_own_compiler_and_c
             result = kbuild.build(tree, k.build_dir, toolchain=k.toolchain)  # raises on any warning
             built += len(result.modules)
             apis |= {(spec, d["api"]) for d in json.loads((tree / "manifest.json").read_text())["devices"]}
-            files += [c for c in sorted(tree.glob("msiforge_*.c")) if not c.name.endswith(".mod.c")]
+            files += [c for c in sorted(tree.glob("msiforge_*.[ch]")) if not c.name.endswith(".mod.c")]
         series = ".".join(k.release.split(".")[:2]).split("-")[0]
         for report in checkpatch.check_files(files, series="7.3" if series.startswith("7.") else "6.12"):
             assert (report.errors, report.warnings, report.checks) == (0, 0, 0), report.output

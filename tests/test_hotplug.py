@@ -108,7 +108,7 @@ def test_hotplug_fails_when_the_interrupts_are_not_counted_on_cpu0(tmp_path, mon
     def generate_sabotaged(*args, **kwargs):
         trees = real_generate(*args, **kwargs)
         for tree in trees.values():
-            ims0 = tree / "msiforge_ims0.c"
+            ims0 = tree / "msiforge_ims0_test.c"  # the test handler is the test module's
             text = ims0.read_text()
             assert counted in text
             ims0.write_text(text.replace(counted, "\tatomic_inc(&s->hits[raw_smp_processor_id() ^ 1]);\n", 1))

@@ -25,6 +25,8 @@ def test_wheel_holds_everything_under_msiforge(tmp_path):
     for needed in ["msiforge/kconfigs/x86_64-q35.config", "msiforge/boards/q35-ims.yaml",
                    "msiforge/templates/module/driver/base.c.j2",
                    "msiforge/templates/module/driver/backends/pci-ims.c.j2",
+                   "msiforge/templates/module/driver/interface.h.j2", "msiforge/templates/module/harness/test.c.j2",
+                   "msiforge/templates/patches/in-tree/commit.txt.j2",
                    "msiforge/templates/module/driver/arch/arm64.c.j2", "msiforge/templates/guest/run.sh.j2",
                    "msiforge/templates/guest/scenarios/deliver.sh.j2",
                    "msiforge/templates/patches/pci-ims/series.yaml", "msiforge/kmod/fault/msiforge_fault.c",

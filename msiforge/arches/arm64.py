@@ -71,5 +71,7 @@ ARCH = Arm64(
         "pci_msi_by_raise": True,
         "its_device_id": EDU_DMA_ITS_DEVICE_ID,
         "macros": "module/driver/arch/arm64.c.j2",
+        # An in-tree driver's Kconfig "depends on" (its parent domains' exports).
+        "kconfig_depends": "ARM64 && PCI_MSI && ARM_GIC_V3_ITS",
     },
 )

@@ -66,5 +66,7 @@ ARCH = X86_64(
         # A device whose storage is its PCI MSI capability sends it by edu DMA.
         "pci_msi_by_raise": False,
         "macros": "module/driver/arch/x86_64.c.j2",
+        # An in-tree driver's Kconfig "depends on" (its parent domains' exports).
+        "kconfig_depends": "X86_64 && PCI_MSI",
     },
 )
