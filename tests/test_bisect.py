@@ -13,26 +13,41 @@ from helpers import MSIFORGE, default_board, msiforge, write_board
 pytestmark = [pytest.mark.vm, pytest.mark.build]
 
 
-def test_bisect_debian_domain_layout_and_cached_repeat(tmp_path):
-    """The PCI/MSI domain layout changed between 6.1 and 6.12: found in <= ceil(log2 n)+1 boots, then from cache."""
+def test_bisect_across_suites_names_the_first_7x_kernel_that_sees_another_parent_and_repeats_from_cache(tmp_path):
+    """6.12 (bookworm, trixie) to 7.3 (trixie-backports): every verdict is the same, what domain-layout sees
+    is not: the driver's parent domain is INTEL-IR-0-13 on 6.12 and INTEL-IR-0-12 on 7.x (an entry left
+    the bus token enum).  --watch finds the first kernel that sees it, in <= ceil(log2 n)+1 boots; the
+    same bisect again boots nothing, and by verdict it finds no kernel that differs."""
     # A board of its own (verdicts are cached per board): the first bisect really boots.
     data = default_board()
     data["description"] = f"bisect test {tmp_path}"
     board = write_board(tmp_path, data)
-    args = ["bisect", str(board), "--scenario", "domain-layout", "--good", "debian:6.1.0-55",
-            "--bad", "debian:6.12.111+deb12", "--kernels", "debian:6.1.0-55,debian:6.1.0-56,debian:6.12.107+deb12,debian:6.12.111+deb12"]
-    first = msiforge(*args, "--out", str(tmp_path / "b1"))
+    ladder = "debian:6.12.107+deb12,debian:6.12.117+deb12,debian:6.12.118,debian:7.3.4"
+    args = ["bisect", str(board), "--scenario", "domain-layout", "--good", "debian:6.12.107+deb12",
+            "--bad", "debian:7.3.4", "--kernels", ladder]
+    watch = ["--watch", r"slots: \S+ -> (\S+)"]
+    first = msiforge(*args, *watch, "--out", str(tmp_path / "b1"))
     assert first.returncode == 0, first.stdout + first.stderr
     res = json.loads((tmp_path / "b1" / "bisect.json").read_text())
-    assert res["first_different"] == "6.12.107+deb12-amd64"
-    assert res["reference"] == "fail"  # the default board expects the per-device layout of 6.2+
+    assert res["candidates"] == ["6.12.107+deb12-amd64", "6.12.117+deb12-amd64", "6.12.118+deb13-amd64",
+                                 "7.3.4+deb13-amd64"]  # version order across suites
+    assert res["reference"] == "INTEL-IR-0-13"
+    assert res["first_different"] == "7.3.4+deb13-amd64"
+    assert [(s["release"], s["observed"]) for s in res["steps"]][-1] == ("7.3.4+deb13-amd64", "INTEL-IR-0-12")
+    assert {s["verdict"] for s in res["steps"]} == {"pass"}
     assert 0 < res["boots"] <= res["max_boots"] == 3
     assert all(s["log"] for s in res["steps"])
-    again = msiforge(*args, "--out", str(tmp_path / "b2"))
+    assert "first kernel that differs from debian:6.12.107+deb12 (INTEL-IR-0-13): 7.3.4+deb13-amd64 " \
+           "(INTEL-IR-0-12)" in first.stdout
+    again = msiforge(*args, *watch, "--out", str(tmp_path / "b2"))
     assert again.returncode == 0
     res2 = json.loads((tmp_path / "b2" / "bisect.json").read_text())
     assert res2["boots"] == 0 and res2["first_different"] == res["first_different"]
     assert "boots: 0" in again.stdout
+    by_verdict = msiforge(*args, "--out", str(tmp_path / "b3"))  # the cached verdicts: all pass
+    assert by_verdict.returncode == 1, by_verdict.stdout + by_verdict.stderr
+    assert json.loads((tmp_path / "b3" / "bisect.json").read_text())["boots"] == 0
+    assert "no kernel from debian:6.12.107+deb12 to debian:7.3.4 differs from the good verdict" in by_verdict.stdout
 
 
 def _git(tree, *args):

@@ -129,3 +129,27 @@ def test_in_tree_drivers_pass_the_scenarios(kernel, tmp_path):
         ko = run_dir / k["release"] / "modules" / f"{mod}.ko"
         info = subprocess.run(["modinfo", "-F", "intree", str(ko)], capture_output=True, text=True, check=True)
         assert info.stdout.strip() == "Y", mod  # Kbuild built it as part of the kernel
+
+
+def test_test_modules_must_be_built_against_the_kernels_driver_headers(tmp_path):
+    """A generated tree whose header is not the in-tree one is a build error, not a boot of mismatched modules."""
+    from types import SimpleNamespace
+
+    from msiforge import runner
+    from msiforge.errors import BuildError
+
+    src, obj, tree = tmp_path / "src", tmp_path / "o", tmp_path / "gen"
+    for d in (src / "drivers/misc/msiforge", obj / "drivers/misc/msiforge", tree):
+        d.mkdir(parents=True)
+    ko = obj / "drivers/misc/msiforge/msiforge_ims0.ko"
+    ko.write_bytes(b"\x7fELF")
+    (src / "drivers/misc/msiforge/msiforge_ims0.h").write_text("struct ims0_entry { u32 data; };\n")
+    (tree / "msiforge_ims0.h").write_text("struct ims0_entry { u32 data; };\n")
+    kernel = SimpleNamespace(in_tree=(ko,), header_dirs=[src, obj], build_dir=obj)
+    assert runner.in_tree_modules(tree, kernel) == [ko]
+    (tree / "msiforge_ims0.h").write_text("struct ims0_entry { u32 addr; u32 data; };\n")
+    with pytest.raises(BuildError, match="msiforge_ims0.h: the kernel's in-tree copy .* differs"):
+        runner.in_tree_modules(tree, kernel)
+    ko.unlink()
+    with pytest.raises(BuildError, match="the in-tree driver msiforge_ims0.ko was not built"):
+        runner.in_tree_modules(tree, kernel)
