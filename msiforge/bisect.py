@@ -67,8 +67,10 @@ class Bisection:
 
     @property
     def max_boots(self) -> int:
-        """The bound: the reference boot plus a binary search over the kernels after good."""
-        return math.ceil(math.log2(max(2, len(self.candidates) - 1))) + 1
+        """The bound: the reference boot, a binary search over the m kernels after good (at most
+        floor(log2 m) midpoints when the answer is bad itself, or ceil(log2 m) otherwise), and
+        the boot of bad when the search lands on it untested."""
+        return math.floor(math.log2(max(1, len(self.candidates) - 1))) + 2
 
     def to_json(self) -> dict:
         d = asdict(self)

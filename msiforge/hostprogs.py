@@ -78,6 +78,7 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     _p("lzop", "lzop", "extracting vmlinux from lzo-compressed bzImages (PVH boot)", optional=True),
     # The test suite.
     _p("pgrep", "procps", "tests: no QEMU left behind"),
+    _p("modinfo", "kmod", "tests: a +in-tree kernel's drivers are Kbuild's (intree=Y)"),
     # Build roots: modules of kernels built with a compiler the host lacks (toolchains.py).
     _p("mmdebstrap", "mmdebstrap", "build roots (a kernel's own compiler) and make check-fresh's Debian 12 root"),
     _p("unshare", "util-linux", "builds in build roots, and make check-fresh: private mounts of /proc and /dev"),

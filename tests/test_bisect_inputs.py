@@ -139,3 +139,17 @@ def test_bisect_with_watch_finds_the_first_kernel_that_saw_something_else(tmp_pa
     assert all(s.verdict == "pass" for s in res.steps)  # no verdict changed: what was seen did
     plain = bisect.bisect(load_board(None), "domain-layout", ladder[0], ladder[-1], tmp_path / "plain")
     assert plain.first_different is None
+
+
+@pytest.mark.parametrize("n", range(2, 40))
+@pytest.mark.parametrize("where", ["second", "middle", "bad"])
+def test_boots_never_exceed_the_bound(n, where, tmp_path, monkeypatch):
+    """Wherever the first different kernel lies among n candidates, the search stays within max_boots."""
+    ks = [kern.make_kernel(f"6.1.0-{i}", "amd64") for i in range(1, n + 1)]
+    first = {"second": 1, "middle": n // 2 or 1, "bad": n - 1}[where]
+    monkeypatch.setattr(bisect, "candidates", lambda good, bad, explicit=None: ks)
+    monkeypatch.setattr(bisect, "verdict", lambda board, k, scenario, out:
+                        ("fail" if ks.index(k) >= first else "pass", 1.0, False, "log", []))
+    res = bisect.bisect(load_board(None), "deliver", "debian:6.1.0-1", "debian:6.1.0-2", tmp_path)
+    assert res.first_different == ks[first].release
+    assert res.boots <= res.max_boots, (n, where, res.boots, res.max_boots)

@@ -78,9 +78,18 @@ def test_builds_warning_free_on_every_kernel(trees, kernels):
                     ("native", "pci-msi")}
 
 
+def _distinct(files):
+    """One file per distinct content (checkpatch's verdict depends on nothing else): the headers, and
+    much of the rest, come out the same for several kernels."""
+    seen = {}
+    for f in files:
+        seen.setdefault(f.read_bytes(), f)
+    return list(seen.values())
+
+
 def test_checkpatch_strict_clean(trees):
     files = [c for _, tree in trees for c in sorted(tree.glob("msiforge_*.[ch]")) if not c.name.endswith(".mod.c")]
-    for report in checkpatch.check_files(files):
+    for report in checkpatch.check_files(_distinct(files)):
         assert (report.errors, report.warnings) == (0, 0), report.output
         assert report.checks == 0, report.output
     assert len({c.name for c in files}) >= 30  # drivers, headers and test modules
@@ -127,7 +136,7 @@ def test_every_series_newest_abi_builds_warning_free_with_its_own_compiler_and_c
             apis |= {(spec, d["api"]) for d in json.loads((tree / "manifest.json").read_text())["devices"]}
             files += [c for c in sorted(tree.glob("msiforge_*.[ch]")) if not c.name.endswith(".mod.c")]
         series = ".".join(k.release.split(".")[:2]).split("-")[0]
-        for report in checkpatch.check_files(files, series="7.3" if series.startswith("7.") else "6.12"):
+        for report in checkpatch.check_files(_distinct(files), series="7.3" if series.startswith("7.") else "6.12"):
             assert (report.errors, report.warnings, report.checks) == (0, 0, 0), report.output
     assert built >= len(NEWEST) * (2 + 8 + 8 + 3)
     assert ("source:7.3+pci-ims", "pci-ims") in apis and ("debian:7.3", "module-local") in apis
