@@ -109,7 +109,7 @@ def add_drivers(repo: Path, base: str, board: Board, kernelversion: str, patch_s
         makefile = "# SPDX-License-Identifier: GPL-2.0\n"
         files: dict[str, str] = {}
         for ctx in contexts:
-            files.update((f"{DIR}/{name}", text) for name, text in render.driver_sources(env, ctx).items())
+            files.update((f"{DIR}/{name}", text) for name, (_, text) in render.driver_sources(env, ctx).items())
             kconfig += env.get_template(f"{TEMPLATES}/Kconfig.j2").render(
                 ctx, config=config_symbol(ctx["dev"]), depends=depends)
             makefile += f"obj-$(CONFIG_{config_symbol(ctx['dev'])})\t+= {ctx['mod']}.o\n"

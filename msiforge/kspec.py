@@ -36,8 +36,7 @@ from .errors import SpecError
 
 FLAVOURS = {"": "amd64", "rt": "rt-amd64", "cloud": "cloud-amd64"}
 
-#: The pseudo-series that puts the board's own drivers in the tree, last.
-IN_TREE = "in-tree"
+#: "+in-tree" (last) is no series: it puts the board's own drivers in the tree.
 _SOURCE_RE = re.compile(r"^source:(?P<major>\d{1,2})\.(?P<minor>\d{1,3})(?:\+(?!in-tree(?:$|\+))(?P<series>[a-z0-9][a-z0-9-]{0,39}))?"
                         r"(?P<in_tree>\+in-tree)?$")
 _TREE_RE = re.compile(r"^tree:(?P<path>[^@\s]+)(?:@(?P<rev>[A-Za-z0-9._/~^-]{1,100}))?$")

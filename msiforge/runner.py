@@ -127,9 +127,11 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
 def in_tree_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
     """The drivers a ``+in-tree`` kernel built, after checking that the test modules were built
     against the same interface (each header in ``tree`` equals the kernel's)."""
+    from .generator import intree
+
     for ko in kernel.in_tree:
         header = tree / ko.with_suffix(".h").name
-        src = kernel.header_dirs[0] / "drivers" / "misc" / "msiforge" / header.name
+        src = kernel.header_dirs[0] / intree.DIR / header.name
         if not ko.is_file():
             raise BuildError(f"the in-tree driver {ko.name} was not built in {kernel.build_dir}")
         if not src.is_file() or src.read_bytes() != header.read_bytes():
