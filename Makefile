@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # (run with the system python3: it needs nothing outside the standard library).
 HOSTPROGS := $(PYTHON) -P msiforge/hostprogs.py
 
-.PHONY: all setup deps run test test-all test-fast check-fresh bench clean
+.PHONY: all setup deps deps-test run test test-all test-fast check-fresh bench clean
 
 all: setup
 
@@ -16,6 +16,10 @@ setup: deps $(STAMP)
 
 deps:
 	@$(HOSTPROGS) ensure
+
+# What only some tests run (a headless browser, dkms): installed for the suites, not for `make run`.
+deps-test: deps
+	@$(HOSTPROGS) ensure --tests
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +31,10 @@ run: setup
 
 # make test: the suite CI runs (one real boot per capability); make test-all adds
 # the slow variants (marked slow).
-test: setup
+test: setup deps-test
 	$(VENV)/bin/pytest -q -m "not slow" --durations=15
 
-test-all: setup
+test-all: setup deps-test
 	$(VENV)/bin/pytest -q --durations=25
 
 # The whole `make test` of a clean clone in a throw-away Debian 12 root with an empty cache.

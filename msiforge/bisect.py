@@ -211,6 +211,9 @@ def bisect(board: Board, scenario: str, good: str, bad: str, out: Path,
     bis.first_different = ks[hi].release if tried.get(hi) else None
     bis.seconds = round(time.monotonic() - start, 1)
     atomic_write(out / "bisect.json", json.dumps(bis.to_json(), indent=2) + "\n")
+    from . import reports
+
+    reports.write_bisect(bis, out)
     return bis
 
 

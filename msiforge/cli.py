@@ -90,12 +90,25 @@ def parser() -> argparse.ArgumentParser:
                    help="build and boot N kernels at once (default: one per CPU core)")
     p.add_argument("--guest-fault", choices=sorted(FAULTS), metavar="FAULT",
                    help="test msiforge itself: make the guest misbehave (" + ", ".join(sorted(FAULTS)) + ")")
+    p.add_argument("--shard", metavar="K/N",
+                   help="run only the K-th of N slices of the kernels (every N-th from the K-th), for a matrix "
+                        "spread over CI jobs; msiforge merge joins the run directories")
+
+    p = sub.add_parser("merge", help="join run directories (the shards of a matrix) into one",
+                       description="Re-derive each run directory from its logs, copy its kernels into OUT and write "
+                       "one run's reports there: the table, results.json, junit.xml, results.ktap, kcidb.json and "
+                       "report.html.  Kernels keep the matrix's order.  A kernel in two inputs, or a shard of a "
+                       "matrix missing, is an error.  Exit status 0 if everything passed, 1 if something failed, "
+                       "2 for bad input.")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (msiforge run --out)")
+    p.add_argument("--out", "-o", type=Path, metavar="OUT", required=True, help="the merged run directory (new)")
 
     p = sub.add_parser("bisect", help="find the first kernel whose verdict differs from the good one",
                        description="Order the Debian kernels from --good to --bad, boot the good one for the "
                        "reference verdict of one scenario, then binary-search with real boots for the first kernel "
                        "whose verdict differs.  Verdicts are cached per (kernel, board, scenario, rendered "
-                       "drivers and guest script): a repeated bisect boots nothing, a changed template boots again.  Writes bisect.json.  Exit status 0 when a "
+                       "drivers and guest script): a repeated bisect boots nothing, a changed template boots again.  Writes bisect.json, "
+                       "kcidb.json and report.html.  Exit status 0 when a "
                        "kernel that differs was found, 1 when none differs, 2 for bad input.")
     _add_board(p)
     p.add_argument("--scenario", "-s", required=True, choices=SCENARIOS, metavar="S",
@@ -193,9 +206,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: must be 1 or more")
     board = load_board(board_arg(args))
+    shard = runner.parse_shard(args.shard) if args.shard else None
     result = runner.run(board, args.kernels, args.scenarios, args.out, fault=args.guest_fault,
-                        backend=args.backend, jobs=args.jobs)
+                        backend=args.backend, jobs=args.jobs, shard=shard)
     print_table(result)
+    return 0 if result.passed else 1
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from . import merge
+
+    result = merge.merge(args.run_dirs, args.out)
+    print_table(result, title=f"msiforge merge: {len(args.run_dirs)} run(s) into {args.out}")
     return 0 if result.passed else 1
 
 
@@ -205,7 +227,11 @@ def print_table(result, title: str | None = None, files: bool = True) -> None:
     if not out.is_terminal:
         out.width = 160  # logs and pipes: keep kernel names and paths on one line
     scen = [s.name for s in result.kernels[0].scenarios] if result.kernels else []
-    table = Table(title=title or f"msiforge run: board {result.board}, {result.accel}")
+    table = Table(title=title or f"msiforge run: board {result.board}, {result.accel}"
+                  + (f", shard {result.shard}" if result.shard else ""))
+    several = len(result.boards) > 1
+    if several:
+        table.add_column("board")
     table.add_column("kernel")
     for s in scen:
         table.add_column(s)
@@ -218,7 +244,7 @@ def print_table(result, title: str | None = None, files: bool = True) -> None:
             cells.append(f"[{color}]{s.status}[/]")
         verdict = f"[green]{k.verdict}[/]" if k.passed else f"[red]{k.verdict}[/]"
         boot = f"{k.boot_seconds:.1f} s" if k.boot_seconds is not None else "-"
-        table.add_row(f"{k.spec} ({k.release})", *cells, verdict, boot)
+        table.add_row(*([k.board] if several else []), f"{k.spec} ({k.release})", *cells, verdict, boot)
     out.print(table)
     for k in result.kernels:
         for s in k.scenarios:
@@ -229,7 +255,9 @@ def print_table(result, title: str | None = None, files: bool = True) -> None:
         if not k.passed and k.console_log:
             out.print(f"  console log: {k.console_log}", markup=False)
     if files:
-        out.print(f"results: {result.run_dir}/results.json, {result.run_dir}/junit.xml", markup=False)
+        d = result.run_dir
+        out.print(f"results: {d}/results.json, {d}/junit.xml, {d}/results.ktap, {d}/kcidb.json, "
+                  f"{d}/report.html", markup=False)
     out.print("PASSED" if result.passed else "FAILED", style="bold green" if result.passed else "bold red")
 
 
@@ -304,7 +332,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         table.add_row(str(i), f"{st.kernel} ({st.release})", st.verdict, *seen, mark, when, st.log)
     console.print(table)
     console.print(f"steps: {len(result.steps)}, boots: {result.boots} (bound {result.max_boots}), "
-                  f"time: {result.seconds:.1f} s; bisect.json: {out / 'bisect.json'}", markup=False)
+                  f"time: {result.seconds:.1f} s; bisect.json: {out / 'bisect.json'}, kcidb.json, report.html",
+                  markup=False)
     if result.first_different:
         found = next(st for st in result.steps if st.release == result.first_different)
         console.print(f"first kernel that differs from {args.good} ({result.reference}): "
@@ -498,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(125) from None
         raise
     handlers = {"run": cmd_run, "bisect": cmd_bisect, "bisect-run": cmd_bisect_run, "patches": patches_cli.handle, "generate": cmd_generate, "validate": cmd_validate, "parse": cmd_parse, "plan": cmd_plan,
-                "kernels": cmd_kernels}
+                "kernels": cmd_kernels, "merge": cmd_merge}
     if args.command is None:
         parser().print_help()
         return 2

@@ -30,6 +30,8 @@ class Program:
     optional: bool = False
     #: Where it is installed from when it is not a Debian package ("venv": the project's Python venv).
     source: str = "debian"
+    #: Only some tests need it: ``make test`` installs it (hostprogs.py ensure --tests), ``make deps`` does not.
+    tests_only: bool = False
 
 
 def _p(name: str, package: str, needed_for: str, **kw) -> Program:
@@ -79,6 +81,8 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     # The test suite.
     _p("pgrep", "procps", "tests: no QEMU left behind"),
     _p("modinfo", "kmod", "tests: a +in-tree kernel's drivers are Kbuild's (intree=Y)"),
+    _p("chromium", "chromium", "tests: rendering report.html in a headless browser", tests_only=True),
+    _p("dkms", "dkms", "tests: dkms build of a generated tree (msiforge generate --dkms)", tests_only=True),
     # Build roots: modules of kernels built with a compiler the host lacks (toolchains.py).
     _p("mmdebstrap", "mmdebstrap", "build roots (a kernel's own compiler) and make check-fresh's Debian 12 root"),
     _p("unshare", "util-linux", "builds in build roots, and make check-fresh: private mounts of /proc and /dev"),
@@ -181,15 +185,19 @@ def optional(name: str) -> str | None:
     return path
 
 
-def packages() -> list[str]:
-    """Every Debian package ``make deps`` installs, in registry order, without duplicates."""
-    out = [p.package for p in PROGRAMS.values() if p.source == "debian"] + list(LIBRARIES)
+def _wanted(tests: bool) -> list[Program]:
+    return [p for p in PROGRAMS.values() if p.source == "debian" and (tests or not p.tests_only)]
+
+
+def packages(tests: bool = False) -> list[str]:
+    """Every Debian package ``make deps`` installs (with ``tests``, ``make test``'s too), in registry order."""
+    out = [p.package for p in _wanted(tests)] + list(LIBRARIES)
     return list(dict.fromkeys(out))
 
 
-def missing() -> list[str]:
+def missing(tests: bool = False) -> list[str]:
     """What ``make deps`` would install: programs not on PATH, libraries not installed, foreign archs unknown."""
-    gone = [f"{p.name} ({p.package})" for p in PROGRAMS.values() if p.source == "debian" and not shutil.which(p.name)]
+    gone = [f"{p.name} ({p.package})" for p in _wanted(tests) if not shutil.which(p.name)]
     for pkg in LIBRARIES:
         st = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", pkg], capture_output=True, text=True)
         if "install ok installed" not in st.stdout:
@@ -204,13 +212,14 @@ def missing() -> list[str]:
     return gone
 
 
-def ensure() -> int:
-    """Install what is missing (as root) or say exactly what to run; the exit status of ``make deps``."""
-    gone = missing()
+def ensure(tests: bool = False) -> int:
+    """Install what is missing (as root) or say exactly what to run; the exit status of ``make deps``
+    (``tests``: of ``make test``'s set-up, which adds the programs only tests use)."""
+    gone = missing(tests)
     if not gone:
         return 0
     print("msiforge set-up: missing: " + ", ".join(gone))
-    pkgs = packages()
+    pkgs = packages(tests)
     if os.geteuid() != 0:
         archs = " && ".join(f"dpkg --add-architecture {a}" for a in FOREIGN)
         print(f"msiforge set-up: as root, run: {archs} && apt-get update && "
@@ -229,7 +238,7 @@ def ensure() -> int:
             tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
             print(f"msiforge set-up: {' '.join(cmd[:2])} failed (exit {proc.returncode}): {tail}", file=sys.stderr)
             return 1
-    still = missing()
+    still = missing(tests)
     if still:
         print("msiforge set-up: still missing after install: " + ", ".join(still), file=sys.stderr)
         return 1
@@ -249,15 +258,16 @@ def report() -> str:
 def main(argv: list[str]) -> int:
     """``hostprogs.py packages|ensure|report``: what the Makefile calls before the venv exists."""
     cmd = argv[1] if len(argv) > 1 else "report"
+    tests = "--tests" in argv[2:]
     if cmd == "packages":
-        print(" ".join(packages()))
+        print(" ".join(packages(tests)))
         return 0
     if cmd == "ensure":
-        return ensure()
+        return ensure(tests)
     if cmd == "report":
         print(report())
         return 0
-    print(f"usage: {argv[0]} packages|ensure|report", file=sys.stderr)
+    print(f"usage: {argv[0]} packages|ensure|report [--tests]", file=sys.stderr)
     return 2
 
 

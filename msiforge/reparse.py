@@ -32,36 +32,51 @@ def kernel_dirs(run_dir: Path) -> list[Path]:
 
 
 def kernel_result(kdir: Path, events: Events, spec: str, timing: str = "",
-                  lines: list[str] | None = None) -> KernelResult:
+                  lines: list[str] | None = None, board: str = "") -> KernelResult:
     """One kernel's result, decided from its directory's console.log (or its ``lines``, once read) and ``events``."""
     log = kdir / "console.log"
     decision = decide(read_log(log) if lines is None else lines, events)
+    build_log = kdir / "build" / "build.log"
+    failed = events.ending == "build-failed"
     return KernelResult(spec=spec, release=kdir.name, verdict=decision.verdict, detail=decision.detail,
                         timing=timing, boot_seconds=events.boot_seconds, seconds=events.seconds,
-                        console_log=str(log) if log.is_file() and events.ending != "build-failed" else "",
+                        console_log=str(log) if log.is_file() and not failed else "",
                         ktap_log=str(kdir / "ktap.txt") if (kdir / "ktap.txt").is_file() else "",
-                        scenarios=decision.scenarios)
+                        scenarios=decision.scenarios, board=board,
+                        build_log=str(build_log) if failed and build_log.is_file() else "",
+                        directory=str(kdir))
 
 
 def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:
     """The run's results re-derived from its logs, and how they differ from its results.json."""
     saved = {}
-    board, accel = run_dir.name, "as recorded"
+    board, accel, data = run_dir.name, "as recorded", {}
     if (run_dir / "results.json").is_file():
         data = json.loads((run_dir / "results.json").read_text())
         board, accel = data.get("board", board), data.get("accel", accel)
         saved = {k["release"]: k for k in data.get("kernels", [])}
-    result = RunResult(board=board, run_dir=run_dir, accel=accel)
+    result = RunResult(board=board, run_dir=run_dir, accel=accel, run_id=data.get("run_id", ""),
+                       started=data.get("started", ""), shard=data.get("shard", ""),
+                       matrix=data.get("matrix", []), merged_from=data.get("merged_from", []))
     differences = []
-    order = list(saved)
-    dirs = sorted(kernel_dirs(run_dir), key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
-    for kdir in dirs:  # in the run's order of kernels when it has a results.json
+    if data.get("kernels") and all("dir" in k for k in data["kernels"]):
+        # Each kernel's directory is recorded (<board>/<release> in a merge of several boards).
+        entries = [(run_dir / k["dir"], k) for k in data["kernels"]]
+        missing = [str(d) for d, _ in entries if not (d / EVENTS).is_file()]
+        if missing:
+            raise InputError(f"{run_dir}/results.json: no {EVENTS} in {missing[0]}")
+    else:
+        order = list(saved)
+        dirs = sorted(kernel_dirs(run_dir),
+                      key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
+        entries = [(d, saved.get(d.name, {})) for d in dirs]  # the run's order when it has a results.json
+    for kdir, old in entries:
         try:
             events = Events.load(kdir / EVENTS)
         except (ValueError, TypeError, KeyError) as exc:
             raise InputError(f"{kdir / EVENTS}: {exc}") from None
-        old = saved.get(kdir.name, {})
-        k = kernel_result(kdir, events, old.get("spec", kdir.name), old.get("timing", ""))
+        k = kernel_result(kdir, events, old.get("spec", kdir.name), old.get("timing", ""),
+                          board=old.get("board", board))
         result.kernels.append(k)
         if old and old.get("verdict") != k.verdict:
             differences.append(f"{kdir.name}: results.json says {old.get('verdict')}, the log says {k.verdict}")

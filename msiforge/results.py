@@ -13,7 +13,8 @@ from .verdict import ScenarioResult, Verdict
 PASS = Verdict.PASS
 FAIL = Verdict.FAIL
 
-__all__ = ["PASS", "FAIL", "ScenarioResult", "KernelResult", "RunResult", "write_json", "write_junit"]
+__all__ = ["PASS", "FAIL", "ScenarioResult", "KernelResult", "RunResult", "write_json", "write_junit",
+           "write_ktap", "new_run_id"]
 
 
 @dataclass
@@ -30,6 +31,9 @@ class KernelResult:
     console_log: str = ""
     ktap_log: str = ""
     scenarios: list[ScenarioResult] = field(default_factory=list)
+    board: str = ""  # the board it ran (a merged run holds several)
+    build_log: str = ""  # the modules' build log, when they did not build
+    directory: str = ""  # its directory in the run directory
 
     @property
     def passed(self) -> bool:
@@ -42,33 +46,64 @@ class KernelResult:
         return Verdict(next(s.status for s in self.scenarios if s.name == scenario))
 
 
+def new_run_id() -> str:
+    """A run's identity in its reports (KCIDB ids): its start time and 6 random hex digits."""
+    import datetime
+    import secrets
+
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
 @dataclass
 class RunResult:
     board: str
     run_dir: Path
     accel: str
     kernels: list[KernelResult] = field(default_factory=list)
+    run_id: str = ""
+    started: str = ""  # ISO 8601, UTC
+    shard: str = ""  # "K/N" when the run was one slice of a matrix
+    matrix: list[str] = field(default_factory=list)  # a shard's whole matrix: every kernel spec, in order
+    merged_from: list[str] = field(default_factory=list)  # msiforge merge: the run directories it joined
 
     @property
     def passed(self) -> bool:
         return bool(self.kernels) and all(k.passed for k in self.kernels)
+
+    @property
+    def boards(self) -> list[str]:
+        return list(dict.fromkeys(k.board or self.board for k in self.kernels)) or [self.board]
 
     def to_json(self) -> dict:
         return {
             "board": self.board,
             "accel": self.accel,
             "passed": self.passed,
+            "run_id": self.run_id,
+            "started": self.started,
+            "shard": self.shard,
+            "matrix": self.matrix,
+            **({"merged_from": self.merged_from} if self.merged_from else {}),
             "kernels": [
                 {
+                    **({"dir": _relative(k.directory, self.run_dir)} if k.directory else {}),
+                    "board": k.board or self.board,
                     "spec": k.spec, "release": k.release, "verdict": k.verdict, "detail": k.detail,
                     "passed": k.passed, "timing": k.timing, "boot_seconds": k.boot_seconds, "seconds": round(k.seconds, 2),
-                    "console_log": k.console_log, "ktap_log": k.ktap_log,
+                    "console_log": k.console_log, "ktap_log": k.ktap_log, "build_log": k.build_log,
                     "scenarios": [{"name": s.name, "status": s.status, "seconds": s.seconds,
-                                   "devices": s.devices, "diagnostics": s.diagnostics} for s in k.scenarios],
+                                   "devices": s.devices, "diagnostics": s.diagnostics,
+                                   "interrupts": s.interrupts} for s in k.scenarios],
                 }
                 for k in self.kernels
             ],
         }
+
+
+def _relative(path: str, base: Path) -> str:
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(base).resolve())
 
 
 def write_json(result: RunResult, path: Path) -> None:
@@ -80,21 +115,70 @@ def write_junit(result: RunResult, path: Path) -> None:
 
     A scenario whose code is wrong is a ``failure``; one that could not be
     tested (the build failed, the guest never booted, QEMU died) is an ``error``.
+    GitLab shows ``name@classname`` and drops duplicate pairs, so the
+    classname says board and kernel: ``msiforge.<board>.<release>``.  The
+    failure message is the verdict and its first diagnostics; the element's
+    text, every diagnostic and the kernel's detail.
     """
-    suites = ET.Element("testsuites", name=f"msiforge {result.board}")
+    total = sum(len(k.scenarios) for k in result.kernels)
+    kinds_all = [Verdict(s.status).junit for k in result.kernels for s in k.scenarios]
+    suites = ET.Element("testsuites", name=f"msiforge {' '.join(result.boards)}", tests=str(total),
+                        failures=str(kinds_all.count("failure")), errors=str(kinds_all.count("error")),
+                        time=f"{sum(k.seconds for k in result.kernels):.2f}")
     for k in result.kernels:
+        board = k.board or result.board
         kinds = [Verdict(s.status).junit for s in k.scenarios]
-        suite = ET.SubElement(suites, "testsuite", name=f"{result.board} {k.spec} ({k.release})",
+        suite = ET.SubElement(suites, "testsuite", name=f"{board} {k.spec} ({k.release})",
                               tests=str(len(k.scenarios)), failures=str(kinds.count("failure")),
-                              errors=str(kinds.count("error")), time=f"{k.seconds:.2f}")
+                              errors=str(kinds.count("error")), skipped="0", time=f"{k.seconds:.2f}")
         for s, kind in zip(k.scenarios, kinds):
-            case = ET.SubElement(suite, "testcase", classname=f"{result.board}.{k.release}", name=s.name,
+            case = ET.SubElement(suite, "testcase", classname=junit_classname(board, k.release), name=s.name,
                                  time=f"{s.seconds or 0:.3f}")
             if kind:
-                msg = s.status if s.status != FAIL else "; ".join(s.diagnostics[:3]) or "failed"
+                diags = s.diagnostics + ([f"{k.verdict}: {k.detail}"] if k.detail else [])
+                msg = f"{s.status}: " + ("; ".join(diags[:2]) or Verdict(s.status).meaning)
                 fail = ET.SubElement(case, kind, message=msg, type=s.status)
-                fail.text = "\n".join(s.diagnostics + ([k.detail] if k.detail else []))
+                fail.text = "\n".join(diags + [f"console log: {k.console_log}" if k.console_log
+                                               else f"build log: {k.build_log}"])
             out = ET.SubElement(case, "system-out")
-            out.text = f"console log: {k.console_log}"
+            out.text = "\n".join([f"console log: {k.console_log}" if k.console_log else f"build log: {k.build_log}",
+                                  *(f"{d}: {n} interrupts" for d, n in s.interrupts.items())])
     ET.indent(suites)
     atomic_write(path, ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+
+
+def junit_classname(board: str, release: str) -> str:
+    """``msiforge.<board>.<release>``: what GitLab shows after the test's name."""
+    return f"msiforge.{board}.{release}"
+
+
+def ktap_document(result: RunResult) -> list[str]:
+    """The run as one KTAP document: a test per (board, kernel), a subtest per scenario.
+
+    Each result follows its diagnostics; a scenario that timed out is
+    ``not ok ... # TIMEOUT``, one the harness could not run (the build
+    failed, the guest never started, QEMU died) ``not ok ... # ERROR``, as
+    Documentation/dev-tools/ktap.rst has them.
+    """
+    lines = ["KTAP version 1", f"1..{len(result.kernels)}"]
+    for i, k in enumerate(result.kernels, 1):
+        name = f"{k.board or result.board}.{k.release}"
+        lines += ["    KTAP version 1", f"    # Subtest: {name}", f"    1..{len(k.scenarios)}"]
+        for j, s in enumerate(k.scenarios, 1):
+            v = Verdict(s.status)
+            lines += [f"    # {s.name}: {d}" for d in s.diagnostics]
+            lines += [f"    # {s.name}: {d}: {n} interrupts" for d, n in s.interrupts.items()]
+            if v.passed:
+                lines.append(f"    ok {j} {s.name}")
+                continue
+            why = k.detail if v is Verdict(k.verdict) and k.detail else v.meaning
+            lines.append(f"    not ok {j} {s.name} # {v.directive} {why}" if v.directive
+                         else f"    not ok {j} {s.name}")
+        if k.detail and not k.passed:
+            lines.append(f"# {name}: {k.verdict}: {k.detail}")
+        lines.append(f"{'ok' if k.passed else 'not ok'} {i} {name}")
+    return lines
+
+
+def write_ktap(result: RunResult, path: Path) -> None:
+    atomic_write(path, "\n".join(ktap_document(result)) + "\n")

@@ -8,12 +8,13 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
 
 from . import kernels as kern
-from . import plan, progress, reparse
+from . import plan, progress, reparse, reports
 from . import verdict as verdicts
 from .board import SCENARIOS, TWO_CPU_SCENARIOS, Board
 from .cache import atomic_write, cache_root, ensure_entry
@@ -21,7 +22,7 @@ from .errors import BuildError, InputError
 from .generator import render
 from .kmod import build as kbuild
 from .kspec import parse_spec
-from .results import KernelResult, RunResult, write_json, write_junit
+from .results import KernelResult, RunResult, new_run_id, write_json
 from .vmtests import console as vmconsole
 from .vmtests import backends, ktap, qemu
 
@@ -203,15 +204,41 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     return kernel_result(kernel.spec, kdir, events, timing)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` (1 <= K <= N) as (K, N), or a one-line InputError."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        raise InputError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(m[1]), int(m[2])
+
+
+def shard_of(items: list, shard: tuple[int, int]) -> list:
+    """The K-th of N deterministic slices of ``items``: every N-th item from the K-th.
+
+    Round-robin, so neighbouring kernels (similar build and boot times) spread
+    over the shards; the slices of one matrix are disjoint and cover it.
+    """
+    k, n = shard
+    return [x for i, x in enumerate(items) if i % n == k - 1]
+
+
 def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | None = None,
         out: Path | None = None, fault: str | None = None, backend: str = "qemu",
-        jobs: int | None = None) -> RunResult:
+        jobs: int | None = None, shard: tuple[int, int] | None = None) -> RunResult:
     """Run a board on its kernels (or ``specs``) and write the run directory.
 
     ``backend`` is ``qemu`` (our own initramfs) or ``vng`` (virtme-ng);
-    ``jobs`` kernels are built and booted at once (default: one per core).
+    ``jobs`` kernels are built and booted at once (default: one per core);
+    ``shard`` (K, N): only the K-th of N slices of the kernels (``msiforge merge``
+    puts the shards' run directories back together).
     """
     board, specs = select(board, specs, scenarios)
+    matrix = list(specs) if shard is not None else []
+    if shard is not None:
+        picked = shard_of(specs, shard)
+        if not picked:
+            raise InputError(f"--shard {shard[0]}/{shard[1]}: this slice of the {len(specs)} kernel(s) is empty")
+        specs = picked
     backends.get(backend).check(board, fault)
     available = check_specs(specs, board.arch)
     for s in specs:
@@ -220,6 +247,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     cache_root()  # a cache that cannot be written is a one-line error before the run directory exists
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")
+    run_id, started = new_run_id(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     fetched = []
     for s in specs:
         fetched.append(obtain(s, available, board.arch, board))
@@ -231,7 +259,8 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     atomic_write(run_dir / "plan.json", json.dumps(the_plan.to_json(), indent=2) + "\n")
     with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):
         trees = render.generate(board, [render.target_for(k) for k in fetched], run_dir / "gen", the_plan)
-    result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe())
+    result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe(), run_id=run_id, started=started,
+                       shard=f"{shard[0]}/{shard[1]}" if shard else "", matrix=matrix)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(fetched)))
     if jobs > 1:
         progress.live(False)  # several steps at once: plain lines, no spinner
@@ -239,12 +268,14 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     def one(k: kern.Kernel) -> KernelResult:
         kdir = run_dir / k.release
         kdir.mkdir(parents=True, exist_ok=True)
-        return boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend, the_plan.kernel(k.release))
+        kr = boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend, the_plan.kernel(k.release))
+        kr.board = board.name
+        return kr
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(one, k) for k in fetched]
         for fut in futures:  # results keep the order of the kernels asked for
             result.kernels.append(fut.result())
             write_json(result, run_dir / "results.json")
-    write_junit(result, run_dir / "junit.xml")
+    reports.write_all(result, board.path)
     return result

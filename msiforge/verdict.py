@@ -34,28 +34,34 @@ DONE = "msiforge-guest: done"
 class Verdict(enum.StrEnum):
     """What one kernel (or one scenario on it) came to.  The string is the JSON/KTAP name."""
 
-    def __new__(cls, value: str, rank: int, bisect_code: int, junit: str | None, meaning: str):
+    def __new__(cls, value: str, rank: int, bisect_code: int, junit: str | None, kcidb: str,
+                directive: str, meaning: str):
         obj = str.__new__(cls, value)
         obj._value_ = value
         obj.rank = rank  # lower is more severe: it wins over the others
         obj.bisect_code = bisect_code
         obj.junit = junit  # JUnit element: failure (the code is wrong), error (it could not be tested), None
+        obj.kcidb = kcidb  # a scenario's KCIDB status (kcidb.py: what a boot's own test gets)
+        obj.directive = directive  # the KTAP directive of its result line ("" for plain ok / not ok)
         obj.meaning = meaning
         return obj
 
-    PANIC = "panic", 0, BAD, "failure", "the kernel panicked"
-    OOPS = "oops", 1, BAD, "failure", "the kernel oopsed"
-    BUG = "bug", 2, BAD, "failure", "the kernel reported a BUG"
-    WARN = "warn", 3, BAD, "failure", "the kernel WARNed"
-    CALL_TRACE = "call-trace", 4, BAD, "failure", "the kernel printed a call trace"
-    VM_CRASHED = "vm-crashed", 5, SKIP, "error", "QEMU exited before the guest was done"
-    BOOT_TIMEOUT = "boot-timeout", 6, SKIP, "error", "the guest's script never started"
-    SCENARIO_TIMEOUT = "scenario-timeout", 7, BAD, "failure", "the guest's script did not finish in time"
-    BUILD_FAILED = "build-failed", 8, SKIP, "error", "the modules did not build (W=1)"
-    LOAD_FAILED = "load-failed", 9, BAD, "failure", "a driver did not load or bind its device"
-    FAIL = "fail", 10, BAD, "failure", "a scenario's check failed"
-    MISSING = "missing", 11, BAD, "failure", "the guest finished without reporting the scenario"
-    PASS = "pass", 12, GOOD, None, "every check passed"
+    # The code is wrong: JUnit failure, KCIDB FAIL, `git bisect run` bad.  The harness could
+    # not test it: JUnit error, KCIDB MISS (the scenario never ran), KTAP ERROR, skip (125).
+    PANIC = "panic", 0, BAD, "failure", "FAIL", "", "the kernel panicked"
+    OOPS = "oops", 1, BAD, "failure", "FAIL", "", "the kernel oopsed"
+    BUG = "bug", 2, BAD, "failure", "FAIL", "", "the kernel reported a BUG"
+    WARN = "warn", 3, BAD, "failure", "FAIL", "", "the kernel WARNed"
+    CALL_TRACE = "call-trace", 4, BAD, "failure", "FAIL", "", "the kernel printed a call trace"
+    VM_CRASHED = "vm-crashed", 5, SKIP, "error", "MISS", "ERROR", "QEMU exited before the guest was done"
+    BOOT_TIMEOUT = "boot-timeout", 6, SKIP, "error", "MISS", "ERROR", "the guest's script never started"
+    SCENARIO_TIMEOUT = "scenario-timeout", 7, BAD, "failure", "FAIL", "TIMEOUT", \
+        "the guest's script did not finish in time"
+    BUILD_FAILED = "build-failed", 8, SKIP, "error", "MISS", "ERROR", "the modules did not build (W=1)"
+    LOAD_FAILED = "load-failed", 9, BAD, "failure", "FAIL", "", "a driver did not load or bind its device"
+    FAIL = "fail", 10, BAD, "failure", "FAIL", "", "a scenario's check failed"
+    MISSING = "missing", 11, BAD, "failure", "FAIL", "", "the guest finished without reporting the scenario"
+    PASS = "pass", 12, GOOD, None, "PASS", "", "every check passed"
 
     @property
     def passed(self) -> bool:
@@ -125,6 +131,8 @@ class ScenarioResult:
     devices: dict[str, str] = field(default_factory=dict)
     diagnostics: list[str] = field(default_factory=list)
     seconds: float | None = None  # wall-clock, as the host saw the guest's result lines
+    #: Per device, the interrupts its handler counted during the scenario (when the guest said).
+    interrupts: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -192,6 +200,10 @@ def decide(lines: list[str], events: Events) -> Decision:
     return Decision(verdict, detail, scenarios)
 
 
+#: The guest's count of a step's interrupts on one device (run.sh.j2: "DEV: interrupts: N").
+_INTERRUPTS = re.compile(r"(\S+): interrupts: (\d+)")
+
+
 def _scenarios(root: ktap.TestResult, events: Events, boot: Verdict | None) -> list[ScenarioResult]:
     """One verdict per scenario asked for, from the guest's KTAP tree."""
     by_name = {t.name: t for t in root.subtests}
@@ -200,7 +212,13 @@ def _scenarios(root: ktap.TestResult, events: Events, boot: Verdict | None) -> l
     for name in events.scenarios:
         test = by_name.get(name)
         subs = test.subtests if test else []
-        diags = [d for sub in subs for d in sub.diagnostics]
+        diags, interrupts = [], {}
+        for sub in subs:
+            for d in sub.diagnostics:
+                if m := _INTERRUPTS.fullmatch(d):
+                    interrupts[m.group(1)] = int(m.group(2))
+                else:
+                    diags.append(d)
         devices = {sub.name: sub.status for sub in subs}
         if load is not None and load.status == "not ok":
             verdict = Verdict.LOAD_FAILED
@@ -211,7 +229,7 @@ def _scenarios(root: ktap.TestResult, events: Events, boot: Verdict | None) -> l
             verdict = Verdict.PASS
         else:
             verdict = Verdict.FAIL
-        out.append(ScenarioResult(name, verdict, devices, diags, events.step_seconds.get(name)))
+        out.append(ScenarioResult(name, verdict, devices, diags, events.step_seconds.get(name), interrupts))
     return out
 
 
