@@ -140,8 +140,37 @@ def driver_sources(env: jinja2.Environment, ctx: dict) -> dict[str, tuple[str, s
             for name, tmpl in ((f"{mod}.c", ctx["template"]), (f"{mod}.h", DRIVER_HEADER))}
 
 
+#: The DKMS configuration ``msiforge generate --dkms`` adds to each tree.
+DKMS_TEMPLATE = "module/dkms.conf.j2"
+
+
+def _ere_literal(text: str) -> str:
+    """``text`` as a POSIX extended regex matching only itself (dkms matches with bash's =~)."""
+    return "".join("\\" + c if c in ".[]{}()*+?|^$\\" else c for c in text)
+
+
+def dkms_conf(env: jinja2.Environment, board: Board, kernel: KernelTarget, devices: list[dict],
+              modules: list[str], digest: str) -> str:
+    """A tree's dkms.conf: its modules, W=1 like every msiforge build, and the kernels it builds for.
+
+    A tree whose drivers use a patched kernel's API, or go with drivers that
+    are in the kernel itself (+in-tree), builds only for that kernel
+    (BUILD_EXCLUSIVE_KERNEL); the others for any kernel dkms is asked for.
+    """
+    patched = [d["name"] for d in devices if d["strategy"] == "patched"]
+    why = ""
+    if patched:
+        why = f"{', '.join(patched)} use(s) the API of the patch series {kernel.patch_series}, in this kernel only"
+    elif kernel.in_tree:
+        why = "the drivers are in this kernel's tree (+in-tree): the test modules need its copy"
+    return env.get_template(DKMS_TEMPLATE).render(
+        version=__version__, board=board.name, release=kernel.release, devices=devices, modules=modules,
+        package=f"msiforge-{board.name}", package_version=f"{__version__}-{digest[:12]}",
+        exclusive=f"^{_ere_literal(kernel.release)}$" if why else "", exclusive_why=why)
+
+
 def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, dest: Path,
-                kplan=None) -> dict:
+                kplan=None, dkms: bool = False) -> dict:
     """Render one kernel's module tree into ``dest`` as its plan says; return its manifest.
 
     ``kplan`` (``plan.KernelPlan``) is the kernel's plan; without one it is
@@ -180,6 +209,12 @@ def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, des
         "all:\n\t$(MAKE) -C $(KDIR) M=$(CURDIR) W=1 modules\n\n"
         "clean:\n\t$(MAKE) -C $(KDIR) M=$(CURDIR) clean\n"
     )
+    if dkms:
+        digest = tree_digest(dest)
+        modules = [m for d in board.devices for m in ((f"{d.module}_test",) if kernel.in_tree
+                                                      else (d.module, f"{d.module}_test"))]
+        (dest / "dkms.conf").write_text(dkms_conf(env, board, kernel, devices, modules, digest))
+        files["dkms.conf"] = DKMS_TEMPLATE
     guest = env.get_template(GUEST_TEMPLATE).render(
         version=__version__, board=board, devices=devices, kernel={"release": kernel.release},
         guest_iommu=arches.get(board.arch).guest_iommu)
@@ -207,11 +242,13 @@ def tree_digest(tree: Path) -> str:
     return h.hexdigest()
 
 
-def generate(board: Board, kernels: list[KernelTarget], out: Path, the_plan=None) -> dict[str, Path]:
+def generate(board: Board, kernels: list[KernelTarget], out: Path, the_plan=None,
+             dkms: bool = False) -> dict[str, Path]:
     """Render one tree per kernel under ``out/<release>``, replacing ``out`` atomically.
 
     ``the_plan`` (``plan.Plan``) is the run's plan, boot part included; it
-    goes into each tree's manifest.  Returns release -> tree path.
+    goes into each tree's manifest.  ``dkms``: each tree gets a dkms.conf.
+    Returns release -> tree path.
     """
     from ..cache import usable_dir
 
@@ -221,7 +258,7 @@ def generate(board: Board, kernels: list[KernelTarget], out: Path, the_plan=None
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for k in kernels:
-            render_tree(env, board, k, tmp / k.release, the_plan.kernel(k.release) if the_plan else None)
+            render_tree(env, board, k, tmp / k.release, the_plan.kernel(k.release) if the_plan else None, dkms)
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))

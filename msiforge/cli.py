@@ -103,6 +103,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (msiforge run --out)")
     p.add_argument("--out", "-o", type=Path, metavar="OUT", required=True, help="the merged run directory (new)")
 
+    p = sub.add_parser("repro", help="pack one kernel of a run into a bundle that reruns it elsewhere",
+                       description="Write FILE.tar.gz with what reproduces one kernel's verdict: the board, the "
+                       "exact kernel (spec, release, package SHA256s, .config, compiler), the generated sources, the "
+                       "QEMU command line, the console log, the expected verdicts and repro.sh, which reruns that "
+                       "kernel's boot and scenarios with msiforge and exits 0 when the verdict is the same, 1 when "
+                       "it is not, 2 when it cannot rerun.  Without --kernel: the run's failing kernel.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (msiforge run --out)")
+    p.add_argument("--kernel", "-k", metavar="RELEASE", help="the kernel (release or spec) to bundle")
+    p.add_argument("--out", "-o", type=Path, metavar="FILE.tar.gz", help="the bundle to write")
+    p.add_argument("--check", type=Path, metavar="EXPECTED.json",
+                   help="what repro.sh runs: compare RUN_DIR (the rerun) with a bundle's expected.json")
+
     p = sub.add_parser("bisect", help="find the first kernel whose verdict differs from the good one",
                        description="Order the Debian kernels from --good to --bad, boot the good one for the "
                        "reference verdict of one scenario, then binary-search with real boots for the first kernel "
@@ -145,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
     _add_board(p)
     _add_kernels(p)
     p.add_argument("--out", "-o", type=Path, metavar="DIR", required=True, help="output directory")
+    p.add_argument("--dkms", action="store_true",
+                   help="add a dkms.conf to each tree (dkms add DIR/<release>; dkms build -m msiforge-BOARD ...); "
+                        "a tree that needs its patched or +in-tree kernel builds only for it "
+                        "(BUILD_EXCLUSIVE_KERNEL)")
 
     p = sub.add_parser("plan", help="print what a run would do on each kernel, and why",
                        description="Fetch (or build) each kernel, probe its headers and the machine, and print the "
@@ -211,6 +227,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                         backend=args.backend, jobs=args.jobs, shard=shard)
     print_table(result)
     return 0 if result.passed else 1
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from . import repro
+
+    if args.check:
+        code, why = repro.check(args.check, args.run_dir)
+        print(why)
+        return code
+    if args.out is None:
+        raise InputError("repro: --out FILE.tar.gz is required (or --check EXPECTED.json)")
+    path = repro.bundle(args.run_dir, args.kernel, args.out)
+    print(f"reproducer: {path} (tar xzf it anywhere; run ./repro.sh inside)")
+    return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -377,7 +407,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cache_root()
     kernels = [runner.obtain(s, available, board.arch, board) for s in specs]
     targets = [render.target_for(k) for k in kernels]
-    trees = render.generate(board, targets, args.out)
+    trees = render.generate(board, targets, args.out, dkms=args.dkms)
     for release, tree in trees.items():
         print(f"{release}: {tree}")
     return 0
@@ -527,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(125) from None
         raise
     handlers = {"run": cmd_run, "bisect": cmd_bisect, "bisect-run": cmd_bisect_run, "patches": patches_cli.handle, "generate": cmd_generate, "validate": cmd_validate, "parse": cmd_parse, "plan": cmd_plan,
-                "kernels": cmd_kernels, "merge": cmd_merge}
+                "kernels": cmd_kernels, "merge": cmd_merge,
+                "repro": cmd_repro}
     if args.command is None:
         parser().print_help()
         return 2

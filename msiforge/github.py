@@ -81,8 +81,8 @@ def build_annotations(release: str, build_log: str) -> list[str]:
         m = _GCC.match(line.strip())
         if not m:
             continue
-        src = Path(m["file"])
-        src = src if src.is_absolute() else tree / src.name
+        # The log names the files where they were built; the run directory may have moved since.
+        src = tree / Path(m["file"]).name
         origin = files.get(src.name)
         msg = f"{m['kind']}: {m['msg']}" + (f" (generated from templates/{origin})" if origin else "")
         out.append(command("error", msg, file=_shown(src), line=m["line"], col=m["col"] or "",

@@ -57,7 +57,8 @@ def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:
         saved = {k["release"]: k for k in data.get("kernels", [])}
     result = RunResult(board=board, run_dir=run_dir, accel=accel, run_id=data.get("run_id", ""),
                        started=data.get("started", ""), shard=data.get("shard", ""),
-                       matrix=data.get("matrix", []), merged_from=data.get("merged_from", []))
+                       matrix=data.get("matrix", []), merged_from=data.get("merged_from", []),
+                       fault=data.get("fault", ""))
     differences = []
     if data.get("kernels") and all("dir" in k for k in data["kernels"]):
         # Each kernel's directory is recorded (<board>/<release> in a merge of several boards).

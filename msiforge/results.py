@@ -65,6 +65,7 @@ class RunResult:
     shard: str = ""  # "K/N" when the run was one slice of a matrix
     matrix: list[str] = field(default_factory=list)  # a shard's whole matrix: every kernel spec, in order
     merged_from: list[str] = field(default_factory=list)  # msiforge merge: the run directories it joined
+    fault: str = ""  # --guest-fault: the misbehaviour injected to test msiforge itself
 
     @property
     def passed(self) -> bool:
@@ -84,6 +85,7 @@ class RunResult:
             "shard": self.shard,
             "matrix": self.matrix,
             **({"merged_from": self.merged_from} if self.merged_from else {}),
+            **({"fault": self.fault} if self.fault else {}),
             "kernels": [
                 {
                     **({"dir": _relative(k.directory, self.run_dir)} if k.directory else {}),
@@ -135,7 +137,10 @@ def write_junit(result: RunResult, path: Path) -> None:
             case = ET.SubElement(suite, "testcase", classname=junit_classname(board, k.release), name=s.name,
                                  time=f"{s.seconds or 0:.3f}")
             if kind:
-                diags = s.diagnostics + ([f"{k.verdict}: {k.detail}"] if k.detail else [])
+                # The failing devices' diagnostics first: they say what went wrong.
+                bad = {d for d, st in s.devices.items() if st != "ok"}
+                diags = sorted(s.diagnostics, key=lambda d: d.split(":", 1)[0] not in bad)
+                diags += [f"{k.verdict}: {k.detail}"] if k.detail else []
                 msg = f"{s.status}: " + ("; ".join(diags[:2]) or Verdict(s.status).meaning)
                 fail = ET.SubElement(case, kind, message=msg, type=s.status)
                 fail.text = "\n".join(diags + [f"console log: {k.console_log}" if k.console_log

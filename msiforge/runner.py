@@ -204,6 +204,18 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     return kernel_result(kernel.spec, kdir, events, timing)
 
 
+def board_yaml(board: Board) -> str:
+    """The board's YAML as read (its file's text, or the built-in board's)."""
+    from importlib import resources
+
+    import yaml
+
+    path = Path(board.path)
+    if not path.is_file():
+        path = Path(str(resources.files("msiforge.boards").joinpath(f"{board.name}.yaml")))
+    return path.read_text() if path.is_file() else yaml.safe_dump(board.raw, sort_keys=False)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``K/N`` (1 <= K <= N) as (K, N), or a one-line InputError."""
     m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
@@ -260,7 +272,9 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):
         trees = render.generate(board, [render.target_for(k) for k in fetched], run_dir / "gen", the_plan)
     result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe(), run_id=run_id, started=started,
-                       shard=f"{shard[0]}/{shard[1]}" if shard else "", matrix=matrix)
+                       shard=f"{shard[0]}/{shard[1]}" if shard else "", matrix=matrix, fault=fault or "")
+    # The board as this run read it: a reproducer bundle (msiforge repro) reruns exactly this.
+    atomic_write(run_dir / "board.yaml", board_yaml(board))
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(fetched)))
     if jobs > 1:
         progress.live(False)  # several steps at once: plain lines, no spinner
