@@ -110,6 +110,10 @@ def kernel_objects(result: RunResult, k: KernelResult, plan: dict) -> tuple[dict
         build["compiler"] = compiler
     if result.started:
         build["start_time"] = result.started
+    kdir = Path(k.directory) if k.directory else None
+    built = sorted((kdir / "modules").glob("*.ko")) if kdir else []
+    if built:
+        build["output_files"] = [{"name": ko.name, "url": _url(ko, run_dir)} for ko in built]
     if build_failed:
         build["log_excerpt"] = k.detail[:16384]
         if k.build_log:
@@ -119,6 +123,11 @@ def kernel_objects(result: RunResult, k: KernelResult, plan: dict) -> tuple[dict
     log = {"log_url": _url(k.console_log, run_dir)} if k.console_log else {}
     boot = {"id": f"{build_id}:boot", "build_id": build_id, "origin": ORIGIN, "path": "msiforge.boot",
             "status": boot_status(k), "environment": env, "misc": {"verdict": str(k.verdict)}, **log}
+    outputs = [{"name": Path(p).name, "url": _url(p, run_dir)} for p in (k.ktap_log,) if p]
+    if kdir and (kdir / "cmdline").is_file():
+        outputs.append({"name": "cmdline", "url": _url(kdir / "cmdline", run_dir)})
+    if outputs:
+        boot["output_files"] = outputs
     if k.boot_seconds is not None:
         boot["number"] = {"value": round(k.boot_seconds, 3), "unit": "s"}
     if k.detail:

@@ -49,3 +49,21 @@ def _no_qemu_left_behind(tmp_path_factory):
     out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
     ours = [line for line in out.splitlines() if base in line]
     assert not ours, f"QEMU processes left behind: {ours}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_kcidb_json_is_valid(tmp_path_factory):
+    """After the suite, every kcidb.json any test wrote (runs, bisects, failures, merges) passes kcidb-io's schema."""
+    base = tmp_path_factory.getbasetemp()
+    yield
+    import json
+
+    from kcidb_io.schema import LATEST
+
+    bad = []
+    for path in sorted(base.rglob("kcidb.json")):
+        try:
+            LATEST.validate(json.loads(path.read_text()))
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, with its file
+            bad.append(f"{path}: {str(exc).splitlines()[0]}")
+    assert not bad, "kcidb.json files kcidb-io rejects:\n" + "\n".join(bad)

@@ -39,6 +39,16 @@ def test_bisect_across_suites_names_the_first_7x_kernel_that_sees_another_parent
     assert all(s["log"] for s in res["steps"])
     assert "first kernel that differs from debian:6.12.107+deb12 (INTEL-IR-0-13): 7.3.4+deb13-amd64 " \
            "(INTEL-IR-0-12)" in first.stdout
+    # Its reports for CI: KCIDB (the answer a DONE test with the boots as its number) and the page.
+    from kcidb_io.schema import LATEST
+
+    kc = json.loads((tmp_path / "b1" / "kcidb.json").read_text())
+    LATEST.validate(kc)
+    answer = next(t for t in kc["tests"] if t["path"] == "msiforge.bisect")
+    assert answer["status"] == "DONE" and answer["number"] == {"value": res["boots"], "unit": "boots"}
+    assert answer["build_id"].endswith(":7.3.4+deb13-amd64")
+    page = (tmp_path / "b1" / "report.html").read_text()
+    assert page.count('<circle class="step"') == len(res["steps"]) and 'data-differs="true"' in page
     again = msiforge(*args, *watch, "--out", str(tmp_path / "b2"))
     assert again.returncode == 0
     res2 = json.loads((tmp_path / "b2" / "bisect.json").read_text())
