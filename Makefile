@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # (run with the system python3: it needs nothing outside the standard library).
 HOSTPROGS := $(PYTHON) -P msiforge/hostprogs.py
 
-.PHONY: all setup deps deps-test run test test-all test-fast check-fresh bench clean
+.PHONY: all setup deps deps-test run test test-all test-fast check-fresh bench mutants clean
 
 all: setup
 
@@ -46,6 +46,10 @@ test-fast: setup
 
 bench: setup
 	$(VENV)/bin/python bench/bench.py
+
+# Mutation testing: every shipped mutant of the drivers must be killed by a scenario.
+mutants: setup
+	$(VENV)/bin/msiforge mutants --out runs/mutants
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

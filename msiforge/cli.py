@@ -115,6 +115,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check", type=Path, metavar="EXPECTED.json",
                    help="what repro.sh runs: compare RUN_DIR (the rerun) with a bundle's expected.json")
 
+    p = sub.add_parser("mutants", help="mutation testing: do the scenarios catch real driver bugs?",
+                       description="Apply each mutant (templates/module/mutants/*.yaml: a plausible bug as one "
+                       "substitution in a device's rendered driver or test module) after a passing baseline of its "
+                       "board and kernel, build it W=1, boot it and run the scenarios: the ones that fail killed it.  "
+                       "Prints mutant -> killed by / survived / did not build and writes mutants.json.  Exit status 0 "
+                       "when every mutant that built was killed, 1 when one survived (a scenario to strengthen), "
+                       "2 for bad input.")
+    p.add_argument("--only", action="append", metavar="NAME", help="run only this shipped mutant; repeatable")
+    p.add_argument("--file", action="append", type=Path, metavar="FILE.yaml",
+                   help="also run a mutant of your own (same format); repeatable")
+    p.add_argument("--out", "-o", type=Path, metavar="DIR", help="output directory (default: under runs/)")
+
     p = sub.add_parser("bisect", help="find the first kernel whose verdict differs from the good one",
                        description="Order the Debian kernels from --good to --bad, boot the good one for the "
                        "reference verdict of one scenario, then binary-search with real boots for the first kernel "
@@ -241,6 +253,38 @@ def cmd_repro(args: argparse.Namespace) -> int:
     path = repro.bundle(args.run_dir, args.kernel, args.out)
     print(f"reproducer: {path} (tar xzf it anywhere; run ./repro.sh inside)")
     return 0
+
+
+def cmd_mutants(args: argparse.Namespace) -> int:
+    import datetime
+
+    from . import mutants
+
+    chosen = mutants.select(args.only) if args.only or not args.file else []
+    for f in args.file or []:
+        if not f.is_file():
+            raise InputError(f"--file {f}: no such file")
+        chosen.append(mutants.parse(f.read_text(), str(f)))
+    out = args.out or Path("runs") / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-mutants"
+    outcomes = mutants.run(chosen, out)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160
+    table = Table(title=f"msiforge mutants: {len(outcomes)} mutant(s)")
+    for col in ("mutant", "bug", "outcome", "killed by", "time"):
+        table.add_column(col)
+    colour = {"killed": "green", "survived": "red", "did-not-build": "yellow", "baseline-failed": "red"}
+    for o in outcomes:
+        table.add_row(o.name, o.summary, f"[{colour[o.status]}]{o.status}[/]", ", ".join(o.killed_by),
+                      f"{o.seconds:.1f} s")
+    console.print(table)
+    for o in outcomes:
+        if o.status != "killed":
+            console.print(f"  {o.name}: {o.status}: {o.detail}", markup=False)
+    counts = {s: sum(o.status == s for o in outcomes) for s in colour}
+    console.print(f"{counts['killed']} killed, {counts['survived']} survived, {counts['did-not-build']} did not "
+                  f"build, {counts['baseline-failed']} with a failing baseline; {out / 'mutants.json'}", markup=False)
+    return 0 if not counts["survived"] and not counts["baseline-failed"] else 1
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -557,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(125) from None
         raise
     handlers = {"run": cmd_run, "bisect": cmd_bisect, "bisect-run": cmd_bisect_run, "patches": patches_cli.handle, "generate": cmd_generate, "validate": cmd_validate, "parse": cmd_parse, "plan": cmd_plan,
-                "kernels": cmd_kernels, "merge": cmd_merge,
+                "kernels": cmd_kernels, "merge": cmd_merge, "mutants": cmd_mutants,
                 "repro": cmd_repro}
     if args.command is None:
         parser().print_help()
