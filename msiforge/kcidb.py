@@ -98,7 +98,8 @@ def kernel_objects(result: RunResult, k: KernelResult, plan: dict) -> tuple[dict
     """The checkout, build and tests of one (board, kernel) of ``result``."""
     board = k.board or result.board
     run_dir = result.run_dir
-    build_id = _id(result.run_id or run_dir.name, board, k.release)
+    # A merged shard keeps the id its own run gave it: its kcidb.json and the merge's agree.
+    build_id = _id(k.run_id or result.run_id or run_dir.name, board, k.release)
     build_failed = Verdict(k.verdict) is Verdict.BUILD_FAILED
     compiler = (plan.get("compiler") or {}).get("value", "")
     build = {"id": build_id, "checkout_id": _id("checkout", k.release), "origin": ORIGIN,

@@ -84,7 +84,8 @@ def merge(dirs: list[Path], out: Path) -> RunResult:
             # The guest's initramfs and modules are big and rebuilt on any rerun: not copied.
             shutil.copytree(k.directory, tmp / rel, symlinks=True,
                             ignore=shutil.ignore_patterns("initramfs.cpio", "modules"))
-            kernels.append({"dir": rel, "board": board, "spec": k.spec, "release": k.release,
+            kernels.append({"dir": rel, "board": board, "run_id": k.run_id or r.run_id, "spec": k.spec,
+                            "release": k.release,
                             "verdict": k.verdict, "timing": k.timing,
                             "scenarios": [{"name": s.name, "status": s.status} for s in k.scenarios]})
             plan_file = r.run_dir / "plan.json"

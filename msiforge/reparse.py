@@ -78,6 +78,7 @@ def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:
             raise InputError(f"{kdir / EVENTS}: {exc}") from None
         k = kernel_result(kdir, events, old.get("spec", kdir.name), old.get("timing", ""),
                           board=old.get("board", board))
+        k.run_id = old.get("run_id", "")
         result.kernels.append(k)
         if old and old.get("verdict") != k.verdict:
             differences.append(f"{kdir.name}: results.json says {old.get('verdict')}, the log says {k.verdict}")

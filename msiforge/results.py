@@ -34,6 +34,7 @@ class KernelResult:
     board: str = ""  # the board it ran (a merged run holds several)
     build_log: str = ""  # the modules' build log, when they did not build
     directory: str = ""  # its directory in the run directory
+    run_id: str = ""  # the run that tested it, when it differs from the directory's (a merged shard)
 
     @property
     def passed(self) -> bool:
@@ -90,6 +91,7 @@ class RunResult:
                 {
                     **({"dir": _relative(k.directory, self.run_dir)} if k.directory else {}),
                     "board": k.board or self.board,
+                    **({"run_id": k.run_id} if k.run_id and k.run_id != self.run_id else {}),
                     "spec": k.spec, "release": k.release, "verdict": k.verdict, "detail": k.detail,
                     "passed": k.passed, "timing": k.timing, "boot_seconds": k.boot_seconds, "seconds": round(k.seconds, 2),
                     "console_log": k.console_log, "ktap_log": k.ktap_log, "build_log": k.build_log,

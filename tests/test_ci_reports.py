@@ -228,6 +228,10 @@ def test_merge_keeps_the_matrix_order_and_refuses_gaps_and_duplicates(tmp_path):
     again, diffs = reparse.reparse(out)
     assert diffs == [] and [k.verdict for k in again.kernels] == ["pass", "fail", "oops", "warn"]
     assert json.loads((out / "results.json").read_text())["merged_from"] == [str(b.resolve()), str(a.resolve())]
+    # Each kernel keeps its shard's KCIDB ids.
+    ids = {x["id"] for x in json.loads((out / "kcidb.json").read_text())["builds"]}
+    shard_ids = {x["id"] for d in (a, b) for x in json.loads((d / "kcidb.json").read_text())["builds"]}
+    assert ids == shard_ids
     with pytest.raises(InputError, match="shard.*2/2 missing"):
         merge.merge([a], tmp_path / "m2")
     with pytest.raises(InputError, match="in both"):
