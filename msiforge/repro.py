@@ -89,6 +89,13 @@ def kernel_facts(k: KernelResult, plan: dict, board_file: Path) -> tuple[dict, b
 
         board = load_board(str(board_file)) if board_file.is_file() else None
         built = runner.obtain(k.spec, [], facts["arch"], board)  # cached: the run built it
+        if spec.kind == "source":
+            from . import source_kernels
+
+            src = source_kernels.pristine(f"{spec.major}.{spec.minor}")
+            meta = json.loads((src.tree.parent / "meta.json").read_text())
+            facts["source"] = {"package": src.package, "version": src.version, "sha256": meta.get("sha256", ""),
+                               "pristine_commit": src.commit}
         cfg = built.build_dir / ".config"
         config = cfg.read_bytes() if cfg.is_file() else None
         facts["vmlinuz"] = str(built.vmlinuz)
