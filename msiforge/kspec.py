@@ -22,6 +22,9 @@ Kernels built from source (by ``source_kernels.py``)::
     source:6.1+platform-msi-group
     source:7.3+pci-ims+in-tree  ... and the board's drivers as its last patches, built in
                              the tree (drivers/misc/msiforge/); source:6.12+in-tree without a series
+    source:6.12+debug        ... a debug kernel: lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP,
+                             DEBUG_OBJECTS, generic KASAN, kmemleak (kconfigs/debug.config);
+                             last, after any series and +in-tree, in a build slot of its own
     tree:PATH                a kernel git tree, its working tree as it is
     tree:PATH@REV            a kernel git tree at a commit, tag or branch
 """
@@ -36,9 +39,10 @@ from .errors import SpecError
 
 FLAVOURS = {"": "amd64", "rt": "rt-amd64", "cloud": "cloud-amd64"}
 
-#: "+in-tree" (last) is no series: it puts the board's own drivers in the tree.
-_SOURCE_RE = re.compile(r"^source:(?P<major>\d{1,2})\.(?P<minor>\d{1,3})(?:\+(?!in-tree(?:$|\+))(?P<series>[a-z0-9][a-z0-9-]{0,39}))?"
-                        r"(?P<in_tree>\+in-tree)?$")
+#: "+in-tree" and "+debug" (last) are no series: the board's own drivers in the tree; a debug kernel.
+_SOURCE_RE = re.compile(r"^source:(?P<major>\d{1,2})\.(?P<minor>\d{1,3})"
+                        r"(?:\+(?!(?:in-tree|debug)(?:$|\+))(?P<series>[a-z0-9][a-z0-9-]{0,39}))?"
+                        r"(?P<in_tree>\+in-tree)?(?P<debug>\+debug)?$")
 _TREE_RE = re.compile(r"^tree:(?P<path>[^@\s]+)(?:@(?P<rev>[A-Za-z0-9._/~^-]{1,100}))?$")
 
 _DEBIAN_RE = re.compile(
@@ -64,6 +68,7 @@ class KernelSpec:
     flavour: str  # Debian flavour: amd64 | rt-amd64 | cloud-amd64 ("" for source:/tree:)
     patch_series: str | None = None  # source:X.Y+NAME: the generated patch series NAME
     in_tree: bool = False  # source:X.Y[+NAME]+in-tree: the board's drivers built in the tree
+    debug: bool = False  # source:...+debug: the debug configuration (kconfigs/debug.config) on top
     path: str | None = None  # tree:PATH
     rev: str | None = None  # tree:PATH@REV
     deb: str | None = None  # debian:X.Y.Z+debNN: the Debian release part of the ABI
@@ -143,11 +148,12 @@ def _parse_source(text: str) -> KernelSpec:
     m = _SOURCE_RE.match(text)
     if not m:
         raise SpecError(
-            f"kernel spec {text!r}: expected source:SERIES[+PATCHES][+in-tree], e.g. source:6.12, "
-            "source:6.12+pci-ims, source:7.3+pci-ims+in-tree"
+            f"kernel spec {text!r}: expected source:SERIES[+PATCHES][+in-tree][+debug], e.g. source:6.12, "
+            "source:6.12+pci-ims, source:7.3+pci-ims+in-tree, source:6.12+debug"
         )
     return KernelSpec(text=text, kind="source", major=int(m["major"]), minor=int(m["minor"]), patch=None,
-                      abinum=None, flavour="", patch_series=m["series"], in_tree=bool(m["in_tree"]))
+                      abinum=None, flavour="", patch_series=m["series"], in_tree=bool(m["in_tree"]),
+                      debug=bool(m["debug"]))
 
 
 def _parse_tree(text: str) -> KernelSpec:

@@ -210,11 +210,22 @@ def extra_fragment(options: tuple[tuple[str, str], ...]) -> str:
     return "".join(f"{k}={v}\n" for k, v in options)
 
 
+def debug_fragment() -> str:
+    """The debug fragment's text (lockdep, KASAN, kmemleak, ...)."""
+    from importlib import resources
+
+    return resources.files("msiforge.kconfigs").joinpath("debug.config").read_text()
+
+
 def configure(src: Path, obj: Path, localversion: str = "", arch: str = "x86_64",
-              extra: tuple[tuple[str, str], ...] = ()) -> None:
-    """Write ``obj/.config``: the fragment (and ``extra`` options) merged onto tinyconfig, checked option by option."""
+              extra: tuple[tuple[str, str], ...] = (), debug: bool = False) -> None:
+    """Write ``obj/.config``: the fragment (and ``extra`` options, the debug fragment) merged onto
+    tinyconfig, checked option by option."""
     env = _make_env()
     fragments = [str(build_arch(arch).fragment)]
+    if debug:
+        (obj / "msiforge-debug.config").write_text(debug_fragment())
+        fragments.append(str(obj / "msiforge-debug.config"))
     if extra:
         (obj / "msiforge-in-tree.config").write_text(extra_fragment(extra))
         fragments.append(str(obj / "msiforge-in-tree.config"))
@@ -225,12 +236,16 @@ def configure(src: Path, obj: Path, localversion: str = "", arch: str = "x86_64"
     _run(["sh", str(merge), "-m", "-O", str(obj), str(obj / ".config"), *fragments],
          "merge_config.sh", cwd=src, env=menv)
     _run(_make_cmd(src, obj, localversion, "olddefconfig", arch=arch), "make olddefconfig", env=env)
-    check_config(obj, arch, extra)
+    check_config(obj, arch, extra, debug)
 
 
-def check_config(obj: Path, arch: str = "x86_64", extra: tuple[tuple[str, str], ...] = ()) -> None:
+def check_config(obj: Path, arch: str = "x86_64", extra: tuple[tuple[str, str], ...] = (),
+                 debug: bool = False) -> None:
     """Fail loudly naming every fragment option that did not survive into ``obj/.config``."""
     config = (obj / ".config").read_text()
+    lost = missing_options(debug_fragment(), config) if debug else []
+    if lost:
+        raise BuildError("debug.config: options lost by olddefconfig (unmet dependencies?): " + ", ".join(lost))
     lost = missing_options(config_fragment(arch), config)
     if lost:
         raise BuildError(f"{build_arch(arch).fragment.name}: options lost by olddefconfig (unmet dependencies?): "
@@ -257,6 +272,8 @@ class Target:
     #: +in-tree: the board's drivers are the last commit; their options and modules (under O=).
     config: tuple[tuple[str, str], ...] = ()
     in_tree: tuple[str, ...] = ()
+    #: +debug: kconfigs/debug.config merged after the board's fragment (a slot of its own).
+    debug: bool = False
 
 
 def _source_target(spec: KernelSpec, board=None) -> Target:
@@ -279,8 +296,11 @@ def _source_target(spec: KernelSpec, board=None) -> Target:
         commit = intree.add_drivers(src.tree, commit, board, src.kernelversion, spec.patch_series)
         config = tuple(intree.config_options(board).items())
         in_tree = tuple(intree.module_path(d) for d in board.devices)
+    if spec.debug:
+        # Instrumentation changes every object: a debug kernel never shares a slot with a plain one.
+        slot += "+debug"
     return Target(spec=spec.text, repo=src.tree, commit=commit, slot=slot, series=src.series,
-                  patch_series=spec.patch_series, config=config, in_tree=in_tree)
+                  patch_series=spec.patch_series, config=config, in_tree=in_tree, debug=spec.debug)
 
 
 def check_spec(spec: KernelSpec) -> None:
@@ -356,6 +376,8 @@ def _key(tgt: Target, src: Path) -> str:
         h.update(b"\0in-tree=" + extra_fragment(tgt.config).encode())
     if tgt.arch != "x86_64":  # x86_64 keys predate arches (and must not change)
         h.update(b"\0arch=" + tgt.arch.encode())
+    if tgt.debug:
+        h.update(b"\0debug=" + debug_fragment().encode())
     return h.hexdigest()
 
 
@@ -379,7 +401,8 @@ def series_targets(spec: str | KernelSpec, arch: str = "x86_64", board=None) -> 
     # The in-tree drivers are the last commit: their options (and modules) go with it only.
     return [Target(spec=f"{tgt.spec} (patch {i}/{n})", repo=tgt.repo, commit=c, slot=tgt.slot,
                    series=tgt.series, patch_series=tgt.patch_series, arch=tgt.arch,
-                   config=tgt.config if i == n else (), in_tree=tgt.in_tree if i == n else ())
+                   config=tgt.config if i == n else (), in_tree=tgt.in_tree if i == n else (),
+                   debug=tgt.debug)
             for i, c in enumerate(commits, 1)]
 
 
@@ -390,6 +413,8 @@ def build_target(tgt: Target) -> Kernel:
     slot = cache_root() / "kbuild" / f"{tgt.slot}{ba.slot_tag}-{config_hash}"
     if tgt.config:  # the slot is the fragment's; the configuration also has the drivers' options
         config_hash += "-" + hashlib.sha256(extra_fragment(tgt.config).encode()).hexdigest()[:8]
+    if tgt.debug:
+        config_hash += "-debug-" + hashlib.sha256(debug_fragment().encode()).hexdigest()[:8]
     slot.mkdir(parents=True, exist_ok=True)
     with locked(slot.with_name(slot.name + ".lock")):
         src = slot / "src" if tgt.commit else tgt.repo
@@ -405,13 +430,13 @@ def build_target(tgt: Target) -> Kernel:
             obj.mkdir(exist_ok=True)
             if state.get("config") != config_hash or not (obj / ".config").exists():
                 with progress.step(f"configure {tgt.spec} ({BASE_CONFIG} + {ba.fragment.name})"):
-                    configure(src, obj, localversion, tgt.arch, tgt.config)
+                    configure(src, obj, localversion, tgt.arch, tgt.config, tgt.debug)
             cross = f", {tgt.arch}" if ba.make_vars else ""
             cached = ", ccache" if hostprogs.which("ccache") else ", no ccache"
             with progress.step(f"build kernel {tgt.spec} (nice{cached}{cross})"):
                 _run(_make_cmd(src, obj, localversion, "all", arch=tgt.arch),
                      f"kernel build of {tgt.spec} (O={obj})", env=_make_env())
-            check_config(obj, tgt.arch, tgt.config)
+            check_config(obj, tgt.arch, tgt.config, tgt.debug)
             release = _run(_make_cmd(src, obj, localversion, "kernelrelease", arch=tgt.arch),
                            "make kernelrelease", env=_make_env()).stdout.strip()
             state = {"key": key, "config": config_hash, "release": release, "spec": tgt.spec,

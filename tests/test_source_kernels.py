@@ -20,6 +20,30 @@ from msiforge.kspec import parse_spec
 def test_source_specs(text, series, patches):
     s = parse_spec(text)
     assert (s.kind, (s.major, s.minor), s.patch_series) == ("source", series, patches)
+    assert not s.debug
+
+
+@pytest.mark.parametrize("text,patches,in_tree", [
+    ("source:6.12+debug", None, False),
+    ("source:6.12+pci-ims+debug", "pci-ims", False),
+    ("source:7.3+pci-ims+in-tree+debug", "pci-ims", True),
+])
+def test_debug_specs_come_last_and_get_a_slot_of_their_own(text, patches, in_tree):
+    s = parse_spec(text)
+    assert (s.patch_series, s.in_tree, s.debug) == (patches, in_tree, True)
+    with pytest.raises(SpecError, match=r"\[\+debug\]"):
+        parse_spec("source:6.12+debug+pci-ims")
+    plain, debug = source_kernels.target("source:6.12"), source_kernels.target("source:6.12+debug")
+    assert debug.debug and not plain.debug and debug.slot == plain.slot + "+debug"
+    assert source_kernels._key(debug, Path("/nonexistent")) != source_kernels._key(plain, Path("/nonexistent"))
+
+
+def test_debug_fragment_has_the_checks():
+    opts = source_kernels._fragment_options(source_kernels.debug_fragment())
+    for name in ("CONFIG_PROVE_LOCKING", "CONFIG_DEBUG_ATOMIC_SLEEP", "CONFIG_PROVE_RCU", "CONFIG_DEBUG_OBJECTS",
+                 "CONFIG_KASAN", "CONFIG_KASAN_GENERIC", "CONFIG_DEBUG_KMEMLEAK"):
+        assert opts.get(name) == "y", name
+    assert opts["CONFIG_SLUB_TINY"] == "n"  # generic KASAN needs the full SLUB
 
 
 @pytest.mark.parametrize("text,path,rev", [("tree:/src/linux", "/src/linux", None),
