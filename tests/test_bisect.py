@@ -76,6 +76,7 @@ def _commit(tree, path, old, new, message):
     return _git(tree, "rev-parse", "HEAD")
 
 
+@pytest.mark.slow  # a whole kernel build of its own tree: 9.5 of make test's cold minutes (make test-all)
 def test_git_bisect_run_lands_on_the_breaking_commit(tmp_path):
     """source:6.12 with the pci-ims series, then: unbuildable (125), fixed, an inverted mask (bad), harmless.
 
