@@ -318,6 +318,18 @@ def validate(data: Any, display: str) -> Board:
                  pci_msi_layout=layout, raw=data)
 
 
+def shipped_board_file(name: str) -> Path | None:
+    """The YAML file of a board shipped with msiforge, or None when there is no such board."""
+    shipped = resources.files("msiforge.boards").joinpath(f"{name}.yaml")
+    return Path(str(shipped)) if shipped.is_file() else None
+
+
+def board_file(board: Board) -> Path | None:
+    """The file a board was read from: the one given, or the built-in board's."""
+    path = Path(board.path)
+    return path if path.is_file() else shipped_board_file(board.name)
+
+
 def load_board(ref: str | None) -> Board:
     """Load a board by path, or by the name of a board shipped with msiforge.
 
@@ -326,7 +338,7 @@ def load_board(ref: str | None) -> Board:
     ref = ref or DEFAULT_BOARD
     path = Path(ref)
     if not path.exists() and NAME_RE.match(ref):
-        shipped = resources.files("msiforge.boards").joinpath(f"{ref}.yaml")
-        if shipped.is_file():
-            return validate(read_yaml(Path(str(shipped)), f"{ref} (built-in board)"), f"{ref} (built-in board)")
+        shipped = shipped_board_file(ref)
+        if shipped is not None:
+            return validate(read_yaml(shipped, f"{ref} (built-in board)"), f"{ref} (built-in board)")
     return validate(read_yaml(path, ref), ref)

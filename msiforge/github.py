@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from importlib import resources
 from pathlib import Path
 
 from .results import RunResult
@@ -54,10 +53,11 @@ def _shown(path: Path) -> str:
 
 def board_file(board: str, board_path: str | None) -> Path | None:
     """The board's YAML file: the one given, or the built-in board's file in the package."""
+    from .board import shipped_board_file
+
     if board_path and Path(board_path).is_file():
         return Path(board_path)
-    shipped = resources.files("msiforge.boards").joinpath(f"{board}.yaml")
-    return Path(str(shipped)) if shipped.is_file() else None
+    return shipped_board_file(board)
 
 
 def _device_line(path: Path, device: str) -> int:
@@ -113,7 +113,7 @@ def annotations(result: RunResult, board_path: str | None = None) -> list[str]:
 
 def summary(result: RunResult) -> str:
     """The step summary: the matrix as a Markdown table, then the failures."""
-    scen = list(dict.fromkeys(s.name for k in result.kernels for s in k.scenarios))
+    scen = result.scenario_names
     icon = {True: "✅", False: "❌"}
     lines = [f"### msiforge: {', '.join(result.boards)} — {'PASSED' if result.passed else 'FAILED'}", "",
              f"{result.accel}" + (f"; shard {result.shard}" if result.shard else ""), "",

@@ -91,7 +91,7 @@ def _chart(rows: list[tuple[str, float | None, list[tuple[str, float]]]]) -> str
 def run_page(result: RunResult) -> str:
     """The HTML of a run's report."""
     base = result.run_dir
-    scen = list(dict.fromkeys(s.name for k in result.kernels for s in k.scenarios))
+    scen = result.scenario_names
     body = [f'<p>boards {_e(", ".join(result.boards))}; {_e(result.accel)}'
             f'{"; run " + _e(result.run_id) if result.run_id else ""}'
             f'{"; shard " + _e(result.shard) if result.shard else ""}'

@@ -22,18 +22,16 @@ from .errors import InputError
 from .results import RunResult, new_run_id
 
 
-def _load(d: Path) -> tuple[RunResult, dict]:
+def _load(d: Path) -> RunResult:
     if not (d / "results.json").is_file():
         raise InputError(f"{d}: no results.json: not a msiforge run directory")
-    data = json.loads((d / "results.json").read_text())
-    result, _ = reparse.reparse(d)
-    return result, data
+    return reparse.reparse(d)[0]
 
 
-def _check_complete(inputs: list[tuple[RunResult, dict]]) -> None:
+def _check_complete(inputs: list[RunResult]) -> None:
     """Every shard of each sharded board's matrix is there (same N, K = 1..N)."""
     by_board: dict[str, list[str]] = {}
-    for r, data in inputs:
+    for r in inputs:
         if r.shard:
             by_board.setdefault(r.board, []).append(r.shard)
     for board, shards in by_board.items():
@@ -56,15 +54,15 @@ def merge(dirs: list[Path], out: Path) -> RunResult:
         raise InputError(f"--out {out}: exists already (merge writes a new directory)")
     inputs = [_load(d) for d in dirs]
     _check_complete(inputs)
-    boards = list(dict.fromkeys(k.board or r.board for r, _ in inputs for k in r.kernels))
+    boards = list(dict.fromkeys(k.board or r.board for r in inputs for k in r.kernels))
     nested = len(boards) > 1
     seen: dict[tuple[str, str], Path] = {}
     order = {}
-    for r, data in inputs:
+    for r in inputs:
         for i, spec in enumerate(r.matrix):
             order.setdefault((r.board, spec), i)
     rows = []
-    for (r, _), src in zip(inputs, dirs):
+    for r, src in zip(inputs, dirs):
         for k in r.kernels:
             board = k.board or r.board
             key = (board, k.release)
@@ -98,8 +96,8 @@ def merge(dirs: list[Path], out: Path) -> RunResult:
             (tmp / "plans" / f"{board}.json").write_text(json.dumps(plan, indent=2) + "\n")
         if len(plans) == 1:
             (tmp / "plan.json").write_text(json.dumps(next(iter(plans.values())), indent=2) + "\n")
-        header = {"board": ", ".join(boards), "accel": " | ".join(dict.fromkeys(r.accel for r, _ in inputs)),
-                  "run_id": new_run_id(), "started": min((r.started for r, _ in inputs if r.started), default=""),
+        header = {"board": ", ".join(boards), "accel": " | ".join(dict.fromkeys(r.accel for r in inputs)),
+                  "run_id": new_run_id(), "started": min((r.started for r in inputs if r.started), default=""),
                   "merged_from": [str(d.resolve()) for d in dirs], "kernels": kernels}
         (tmp / "results.json").write_text(json.dumps(header, indent=2) + "\n")
         first, _ = reparse.reparse(tmp)

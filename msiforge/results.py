@@ -73,6 +73,11 @@ class RunResult:
         return bool(self.kernels) and all(k.passed for k in self.kernels)
 
     @property
+    def scenario_names(self) -> list[str]:
+        """Every scenario of the run, in order (a merged run's boards may run different ones)."""
+        return list(dict.fromkeys(s.name for k in self.kernels for s in k.scenarios))
+
+    @property
     def boards(self) -> list[str]:
         return list(dict.fromkeys(k.board or self.board for k in self.kernels)) or [self.board]
 
@@ -132,6 +137,7 @@ def write_junit(result: RunResult, path: Path) -> None:
     for k in result.kernels:
         board = k.board or result.board
         kinds = [Verdict(s.status).junit for s in k.scenarios]
+        log = f"console log: {k.console_log}" if k.console_log else f"build log: {k.build_log}"
         suite = ET.SubElement(suites, "testsuite", name=f"{board} {k.spec} ({k.release})",
                               tests=str(len(k.scenarios)), failures=str(kinds.count("failure")),
                               errors=str(kinds.count("error")), skipped="0", time=f"{k.seconds:.2f}")
@@ -145,11 +151,9 @@ def write_junit(result: RunResult, path: Path) -> None:
                 diags += [f"{k.verdict}: {k.detail}"] if k.detail else []
                 msg = f"{s.status}: " + ("; ".join(diags[:2]) or Verdict(s.status).meaning)
                 fail = ET.SubElement(case, kind, message=msg, type=s.status)
-                fail.text = "\n".join(diags + [f"console log: {k.console_log}" if k.console_log
-                                               else f"build log: {k.build_log}"])
+                fail.text = "\n".join([*diags, log])
             out = ET.SubElement(case, "system-out")
-            out.text = "\n".join([f"console log: {k.console_log}" if k.console_log else f"build log: {k.build_log}",
-                                  *(f"{d}: {n} interrupts" for d, n in s.interrupts.items())])
+            out.text = "\n".join([log, *(f"{d}: {n} interrupts" for d, n in s.interrupts.items())])
     ET.indent(suites)
     atomic_write(path, ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
 

@@ -206,14 +206,12 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
 
 def board_yaml(board: Board) -> str:
     """The board's YAML as read (its file's text, or the built-in board's)."""
-    from importlib import resources
-
     import yaml
 
-    path = Path(board.path)
-    if not path.is_file():
-        path = Path(str(resources.files("msiforge.boards").joinpath(f"{board.name}.yaml")))
-    return path.read_text() if path.is_file() else yaml.safe_dump(board.raw, sort_keys=False)
+    from .board import board_file
+
+    path = board_file(board)
+    return path.read_text() if path is not None else yaml.safe_dump(board.raw, sort_keys=False)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
