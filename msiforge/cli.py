@@ -300,7 +300,7 @@ def print_table(result, title: str | None = None, files: bool = True) -> None:
     out = Console(highlight=False, soft_wrap=True)
     if not out.is_terminal:
         out.width = 160  # logs and pipes: keep kernel names and paths on one line
-    scen = [s.name for s in result.kernels[0].scenarios] if result.kernels else []
+    scen = result.scenario_names  # a merge of boards with other scenarios: a column each, "-" where not run
     table = Table(title=title or f"msiforge run: board {result.board}, {result.accel}"
                   + (f", shard {result.shard}" if result.shard else ""))
     several = len(result.boards) > 1
@@ -312,10 +312,9 @@ def print_table(result, title: str | None = None, files: bool = True) -> None:
     table.add_column("verdict")
     table.add_column("boot")
     for k in result.kernels:
-        cells = []
-        for s in k.scenarios:
-            color = "green" if s.passed else "red"
-            cells.append(f"[{color}]{s.status}[/]")
+        by_name = {s.name: s for s in k.scenarios}
+        cells = [f"[{'green' if by_name[n].passed else 'red'}]{by_name[n].status}[/]" if n in by_name else "-"
+                 for n in scen]
         verdict = f"[green]{k.verdict}[/]" if k.passed else f"[red]{k.verdict}[/]"
         boot = f"{k.boot_seconds:.1f} s" if k.boot_seconds is not None else "-"
         table.add_row(*([k.board] if several else []), f"{k.spec} ({k.release})", *cells, verdict, boot)
