@@ -198,7 +198,7 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
              f"and run {', '.join(board.scenarios)}")
     with progress.step(title):
         events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
-                               list(board.scenarios), env=env)
+                               list(board.scenarios), env=env, cpus=board.cpus)
     write_events(events, kdir)
     timing = boot.clock.why if boot.accel.value == "tcg" else ""
     return kernel_result(kernel.spec, kdir, events, timing)

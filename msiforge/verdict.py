@@ -103,6 +103,8 @@ class Events:
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
     build_error: str = ""
+    #: The mean CPU share the host gave the guest (timeouts are charged by it: vmtests/cpushare.py).
+    cpu_share: float | None = None
 
     ENDINGS = ("done", "exited", "timeout", "build-failed")
 
@@ -162,10 +164,13 @@ def _ending(events: Events) -> tuple[Verdict | None, str]:
     """The verdict of how the run ended, if it ended early, and its detail."""
     if events.ending == "exited":
         return Verdict.VM_CRASHED, f"QEMU exited (status {events.exit_status})"
+    # A loaded host stretched the timeouts: say by how much.
+    loaded = (f" (at a {events.cpu_share:.0%} CPU share: the run took {events.seconds:.0f} s)"
+              if events.cpu_share is not None and events.cpu_share < 0.9 else "")
     if events.ending == "timeout" and not events.started:
-        return Verdict.BOOT_TIMEOUT, f"no '{START}' within {events.boot_timeout:g} s"
+        return Verdict.BOOT_TIMEOUT, f"no '{START}' within {events.boot_timeout:g} s{loaded}"
     if events.ending == "timeout":
-        return Verdict.SCENARIO_TIMEOUT, f"guest script not done within {events.scenario_timeout:g} s"
+        return Verdict.SCENARIO_TIMEOUT, f"guest script not done within {events.scenario_timeout:g} s{loaded}"
     return None, ""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pexpect
 
 from ..verdict import DONE, START, Events
+from . import cpushare
 
 __all__ = ["START", "DONE", "EOL", "STEP", "run", "spawn", "kill_all", "die_with_parent"]
 
@@ -86,12 +87,15 @@ def kill_all() -> int:
 
 
 def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float,
-        scenarios: list[str], env: dict[str, str] | None = None) -> Events:
+        scenarios: list[str], env: dict[str, str] | None = None, cpus: int = 1) -> Events:
     """Boot with ``argv``, log the console to ``log`` and record the events until the guest is done.
 
     The boot phase lasts until the guest's script starts (``boot_timeout``),
-    the scenario phase until it is done (``scenario_timeout``).  A guest that
-    panics powers off (panic=-1, -no-reboot): QEMU exits and that ends the run.
+    the scenario phase until it is done (``scenario_timeout``), both in
+    seconds charged by the CPU share the host gave the guest's ``cpus``
+    vCPUs (vmtests/cpushare.py): a loaded host stretches them, a hung guest
+    still times out.  A guest that panics powers off (panic=-1, -no-reboot):
+    QEMU exits and that ends the run.
     """
     start = time.monotonic()
     ev = Events(ending="timeout", scenarios=list(scenarios), boot_timeout=boot_timeout,
@@ -99,13 +103,16 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
     with open(log, "w", encoding="utf-8", errors="replace") as logfh:
         child = spawn(argv, encoding="utf-8", codec_errors="replace",
                       timeout=None, logfile=logfh, echo=False, dimensions=(50, 250), env=env)
+        clock = cpushare.GuestClock(child.pid, cpus)
         try:
             patterns = [re.escape(START), re.escape(DONE), pexpect.EOF, pexpect.TIMEOUT, STEP]
-            deadline = start + boot_timeout
+            phase_start, limit = 0.0, boot_timeout
             last = start
-            while True:
-                idx = child.expect(patterns, timeout=max(0.05, deadline - time.monotonic()))
+            while (remaining := limit - (clock.now() - phase_start)) > 0:
+                idx = child.expect(patterns, timeout=min(cpushare.INTERVAL, max(0.05, remaining)))
                 now = time.monotonic()
+                if idx == 3:  # no line yet: charge the time, wait on
+                    continue
                 if idx == 4:  # a top-level KTAP result: time the step
                     ev.step_seconds[child.match.group(1)] = round(now - last, 3)
                     last = now
@@ -113,7 +120,7 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
                     ev.started = True
                     ev.boot_seconds = now - start
                     last = now
-                    deadline = now + scenario_timeout
+                    phase_start, limit = clock.now(), scenario_timeout
                 elif idx == 1:
                     ev.ending = "done"
                     _wait_exit(child, 15)
@@ -123,9 +130,9 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
                     child.close()
                     ev.exit_status = child.exitstatus if child.exitstatus is not None else child.signalstatus
                     break
-                else:
-                    break  # a timeout: the phase tells which
+            # else: a timeout; the phase tells which
         finally:
+            ev.cpu_share = round(clock.mean_share(), 3)
             if child.isalive():
                 child.terminate(force=True)
             # QEMU is gone (reaped above, or killed): closing need not sleep for it (pexpect waits 0.1 s).

@@ -1,0 +1,84 @@
+"""Timeouts charged by the CPU share a guest got (vmtests/cpushare.py).
+
+The arithmetic runs on given samples; the /proc reading and the console's
+use of it run for real (a busy process beside a shell that stands in for
+the guest, and tests/test_vm.py's boot beside a CPU hog).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from msiforge import verdict
+from msiforge.vmtests import console, cpushare
+from msiforge.vmtests.cpushare import GuestClock, Sample
+
+
+def _clock(samples: list[Sample], wanted: int, ncpu: int = 2) -> GuestClock:
+    it = iter(samples)
+    return GuestClock(1, wanted, ncpu=ncpu, sample=lambda pid: next(it))
+
+
+def test_an_idle_host_charges_every_second():
+    c = _clock([Sample(0, 0, 0), Sample(10, 20, 20)], wanted=2)  # the guest used both CPUs
+    assert c.now() == 10 and c.mean_share() == 1.0
+
+
+def test_one_busy_core_of_two_charges_a_two_cpu_guest_half():
+    c = _clock([Sample(0, 0, 0), Sample(10, 20, 10)], wanted=2)  # others used one CPU for 10 s
+    assert c.now() == pytest.approx(5) and c.share == pytest.approx(0.5)
+    # A one-CPU guest still had a whole CPU to itself.
+    c = _clock([Sample(0, 0, 0), Sample(10, 20, 10)], wanted=1)
+    assert c.now() == pytest.approx(10)
+
+
+def test_a_saturated_host_stretches_a_timeout_at_most_four_times():
+    c = _clock([Sample(0, 0, 0), Sample(10, 20, 0)], wanted=2)  # others took everything
+    assert c.now() == pytest.approx(10 * cpushare.MIN_SHARE)
+
+
+def test_shares_are_integrated_over_the_samples():
+    c = _clock([Sample(0, 0, 0), Sample(4, 8, 8), Sample(8, 16, 12)], wanted=2)
+    assert c.now() == pytest.approx(4)
+    assert c.now() == pytest.approx(4 + 4 * 0.5)
+    assert c.wall() == 8 and c.mean_share() == pytest.approx(0.75)
+    # wanted is capped at the host's CPUs.
+    assert _clock([Sample(0, 0, 0)], wanted=8).wanted == 2
+
+
+def test_read_sample_counts_the_guest_tree_from_proc():
+    # A busy grandchild (as virtme-ng's QEMU is) counts as the guest's.
+    proc = subprocess.Popen(["sh", "-c", f"{sys.executable} -c 'while True: pass' & wait"], start_new_session=True)
+    try:
+        time.sleep(0.2)
+        a = cpushare.read_sample(proc.pid)
+        time.sleep(1.0)
+        b = cpushare.read_sample(proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert b.guest - a.guest > 0.5  # about one CPU for a second
+    assert b.busy - a.busy >= b.guest - a.guest - 0.05
+
+
+def test_a_loaded_host_stretches_the_console_timeout(tmp_path):
+    """A shell guest that wants one CPU, beside hogs on every CPU: the boot timeout takes longer."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    guest = f"{sys.executable} -c 'while True: pass'"  # busy, never starts the script
+    try:
+        ev = console.run(["sh", "-c", guest], tmp_path / "console.log", 2, 2, ["deliver"])
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert (ev.ending, ev.started) == ("timeout", False)
+    assert ev.cpu_share < 0.8 and ev.seconds > 2 / 0.8
+    d = verdict.decide([], ev)
+    assert d.verdict == "boot-timeout"
+    assert d.detail.startswith("no 'msiforge-guest: start' within 2 s (at a ") and "CPU share: the run took" in d.detail
