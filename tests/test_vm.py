@@ -139,11 +139,17 @@ FAULT_CASES = {
     "load-fail": ("load-failed", "did not bind its edu device"),
     "vm-crash": ("vm-crashed", "QEMU exited"),
 }
+# Reports only a debug kernel (source:...+debug) makes.
+DEBUG_FAULT_CASES = {
+    "lockdep": ("lockdep", "WARNING: possible circular locking dependency detected"),
+    "kasan": ("kasan", "BUG: KASAN: slab-out-of-bounds in msiforge_fault_"),
+    "atomic-sleep": ("atomic-sleep", "BUG: sleeping function called from invalid context"),
+}
 
 
-def _check_fault_verdict(tmp_path, fault, *kernel_args):
-    verdict, words = FAULT_CASES[fault]
-    path = write_board(tmp_path, SMALL)
+def _check_fault_verdict(tmp_path, fault, *kernel_args, board=SMALL):
+    verdict, words = {**FAULT_CASES, **DEBUG_FAULT_CASES}[fault]
+    path = write_board(tmp_path, board)
     start = time.monotonic()
     proc = msiforge("run", str(path), *kernel_args, "--guest-fault", fault, "--out", str(tmp_path / "run"),
                     timeout=180)
@@ -154,9 +160,9 @@ def _check_fault_verdict(tmp_path, fault, *kernel_args):
     log = (tmp_path / "run" / k["release"] / "console.log").read_text(errors="replace")
     assert words in k["detail"] or words in log
     assert f"console log: {k['console_log']}" in proc.stdout
-    assert elapsed < 20 + 20 + 60  # both timeouts plus build and probe slack
+    assert elapsed < board["boot_timeout"] + board["scenario_timeout"] + 60  # plus build and probe slack
     status = {s["name"]: s for s in k["scenarios"]}
-    if fault in ("oops", "bug", "warn"):
+    if fault in ("oops", "bug", "warn", *DEBUG_FAULT_CASES):
         # The guest finished; its unload check saw the report in dmesg.
         assert status["unload"]["status"] == "fail"
         assert any("dmesg: " in d for d in status["unload"]["diagnostics"])
@@ -181,6 +187,25 @@ def test_guest_fault_is_its_own_verdict(tmp_path, fault):
 def test_guest_fault_on_a_source_kernel(tmp_path, fault):
     """Self-built kernels report WARN and oops too (CONFIG_BUG, which tinyconfig drops) and have /dev/mem."""
     _check_fault_verdict(tmp_path, fault, "--kernel", "source:6.12")
+
+
+@pytest.mark.build
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", sorted(DEBUG_FAULT_CASES))
+def test_debug_kernel_report_is_its_own_verdict(tmp_path, fault):
+    """lockdep, KASAN and DEBUG_ATOMIC_SLEEP each give their own verdict, on a real debug kernel."""
+    _check_fault_verdict(tmp_path, fault, "--kernel", "source:6.12+debug",
+                         board={**SMALL, "boot_timeout": 60, "scenario_timeout": 60})
+
+
+def test_debug_fault_needs_a_debug_kernel(tmp_path):
+    path = write_board(tmp_path, SMALL)
+    proc = msiforge("run", str(path), "--kernel", "source:6.12", "--guest-fault", "lockdep",
+                    "--out", str(tmp_path / "run"), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "only a debug kernel reports it" in proc.stderr
+    assert "source:6.12 is not one" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def _as_a_foreground_job() -> None:
