@@ -182,7 +182,9 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
         killed = [s.name for s in result.scenarios if not s.passed]
         if not killed and not result.passed:  # the kernel's own verdict (a WARN, an oops) caught it
             killed = [str(result.verdict)]
-        why = next((d for s in result.scenarios if not s.passed for d in s.diagnostics), result.detail)
+        # A kernel report (KASAN, kmemleak, a WARN, ...) says it best; else the first failed check.
+        why = result.detail if result.detail and Verdict(result.verdict) is not Verdict.FAIL else \
+            next((d for s in result.scenarios if not s.passed for d in s.diagnostics), result.detail)
         outcomes.append(Outcome(m.name, m.summary, "killed" if killed else "survived", killed, str(result.verdict),
                                 why, secs))
         atomic_write(out / "mutants.json", json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")

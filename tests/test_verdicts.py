@@ -3,8 +3,9 @@
 Each directory under tests/data/verdicts is one kernel's directory of a real
 run (console.log, events.json), named after the verdict it must give (a
 suffix after the verdict names a variant).  The logs come from msiforge's own
-fault-injection runs (``--guest-fault``) and scenario runs on Debian 6.12 and a
-self-built arm64 6.12.
+fault-injection runs (``--guest-fault``) and scenario runs on Debian 6.12, a
+self-built arm64 6.12 and a self-built x86 6.12 debug kernel (``source:6.12+debug``:
+kasan, atomic-sleep, lockdep; kmemleak from the leak mutant's churn).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ DETAILS = {
     "panic": "Kernel panic - not syncing: Fatal exception in interrupt",
     "oops": "Oops: ",
     "bug": "BUG: scheduling while atomic",
+    "kasan": "BUG: KASAN: slab-out-of-bounds in msiforge_fault_init",
+    "atomic-sleep": "BUG: sleeping function called from invalid context at ",
+    "lockdep": "WARNING: possible circular locking dependency detected",
+    "kmemleak": "unreferenced object 0x",
     "warn": "WARNING: CPU: 0 PID: ",
     "call-trace": "Call Trace:",
     "boot-timeout": "no 'msiforge-guest: start' within 20 s",
