@@ -17,7 +17,9 @@ must be killed: a survivor names a scenario to strengthen.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -130,6 +132,19 @@ def apply(m: Mutant, tree: Path) -> Path:
     return src
 
 
+def scenario_limit(board, baseline: Path) -> int:
+    """A mutant's scenario timeout: 4 times the baseline's measured scenario phase, at least 60 s.
+
+    A mutant that hangs the guest (a corrupted irq descriptor, a lost
+    completion) then costs minutes, not the board's whole timeout.
+    """
+    from .verdict import Events
+
+    ev = Events.load(baseline / "events.json")
+    phase = ev.seconds - (ev.boot_seconds or 0.0)
+    return min(board.scenario_timeout, max(60, math.ceil(4 * phase)))
+
+
 def _boot(board, kernel, tree: Path, kdir: Path, accel):
     from .runner import boot_kernel
 
@@ -164,6 +179,8 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
                 baselines[key] = _boot(board, kernel, tree[kernel.release], out / "baseline" / board.name / "k",
                                        accel)
         base = baselines[key]
+        # A mutant may hang the guest: its scenarios get a few times what the baseline took.
+        mboard = dataclasses.replace(board, scenario_timeout=scenario_limit(board, out / "baseline" / board.name / "k"))
         start = time.monotonic()
         if not base.passed:
             outcomes.append(Outcome(m.name, m.summary, "baseline-failed", verdict=str(base.verdict),
@@ -173,7 +190,7 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
         tree = render.generate(board, [render.target_for(kernel)], work / "gen")[kernel.release]
         apply(m, tree)
         with progress.step(f"mutant {i}/{len(mutants)}: {m.name}"):
-            result = _boot(board, kernel, tree, work / "k", accel)
+            result = _boot(mboard, kernel, tree, work / "k", accel)
         secs = round(time.monotonic() - start, 1)
         if Verdict(result.verdict) is Verdict.BUILD_FAILED:
             outcomes.append(Outcome(m.name, m.summary, "did-not-build", verdict="build-failed",
@@ -182,7 +199,9 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
         killed = [s.name for s in result.scenarios if not s.passed]
         if not killed and not result.passed:  # the kernel's own verdict (a WARN, an oops) caught it
             killed = [str(result.verdict)]
-        why = next((d for s in result.scenarios if not s.passed for d in s.diagnostics), result.detail)
+        # A kernel report (KASAN, kmemleak, a WARN, ...) says it best; else the first failed check.
+        why = result.detail if result.detail and Verdict(result.verdict) is not Verdict.FAIL else \
+            next((d for s in result.scenarios if not s.passed for d in s.diagnostics), result.detail)
         outcomes.append(Outcome(m.name, m.summary, "killed" if killed else "survived", killed, str(result.verdict),
                                 why, secs))
         atomic_write(out / "mutants.json", json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")

@@ -28,7 +28,7 @@ from .vmtests import backends, ktap, qemu
 
 EVENTS = reparse.EVENTS
 #: Guest faults injected by the test-only fault module (kmod/fault).
-FAULT_MODULE = ("panic", "oops", "bug", "warn", "call-trace")
+FAULT_MODULE = ("panic", "oops", "bug", "warn", "call-trace", *verdicts.DEBUG_FAULTS)
 
 
 def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -> tuple[Board, list[str]]:
@@ -250,6 +250,9 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
             raise InputError(f"--shard {shard[0]}/{shard[1]}: this slice of the {len(specs)} kernel(s) is empty")
         specs = picked
     backends.get(backend).check(board, fault)
+    if fault in verdicts.DEBUG_FAULTS and (plain := [s for s in specs if not parse_spec(s).debug]):
+        raise InputError(f"--guest-fault {fault}: only a debug kernel reports it; "
+                         f"{plain[0]} is not one (use source:SERIES+debug, e.g. source:6.12+debug)")
     available = check_specs(specs, board.arch)
     for s in specs:
         if parse_spec(s).kind == "debian":

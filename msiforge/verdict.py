@@ -50,18 +50,24 @@ class Verdict(enum.StrEnum):
     # not test it: JUnit error, KCIDB MISS (the scenario never ran), KTAP ERROR, skip (125).
     PANIC = "panic", 0, BAD, "failure", "FAIL", "", "the kernel panicked"
     OOPS = "oops", 1, BAD, "failure", "FAIL", "", "the kernel oopsed"
-    BUG = "bug", 2, BAD, "failure", "FAIL", "", "the kernel reported a BUG"
-    WARN = "warn", 3, BAD, "failure", "FAIL", "", "the kernel WARNed"
-    CALL_TRACE = "call-trace", 4, BAD, "failure", "FAIL", "", "the kernel printed a call trace"
-    VM_CRASHED = "vm-crashed", 5, SKIP, "error", "MISS", "ERROR", "QEMU exited before the guest was done"
-    BOOT_TIMEOUT = "boot-timeout", 6, SKIP, "error", "MISS", "ERROR", "the guest's script never started"
-    SCENARIO_TIMEOUT = "scenario-timeout", 7, BAD, "failure", "FAIL", "TIMEOUT", \
+    # The reports of a debug kernel (source:...+debug) each name their own bug class.
+    KASAN = "kasan", 2, BAD, "failure", "FAIL", "", "KASAN found a bad memory access"
+    ATOMIC_SLEEP = "atomic-sleep", 3, BAD, "failure", "FAIL", "", \
+        "a function that may sleep was called in atomic context"
+    BUG = "bug", 4, BAD, "failure", "FAIL", "", "the kernel reported a BUG"
+    LOCKDEP = "lockdep", 5, BAD, "failure", "FAIL", "", "lockdep found a locking (or RCU) error"
+    KMEMLEAK = "kmemleak", 6, BAD, "failure", "FAIL", "", "kmemleak found an object of msiforge's modules leaked"
+    WARN = "warn", 7, BAD, "failure", "FAIL", "", "the kernel WARNed"
+    CALL_TRACE = "call-trace", 8, BAD, "failure", "FAIL", "", "the kernel printed a call trace"
+    VM_CRASHED = "vm-crashed", 9, SKIP, "error", "MISS", "ERROR", "QEMU exited before the guest was done"
+    BOOT_TIMEOUT = "boot-timeout", 10, SKIP, "error", "MISS", "ERROR", "the guest's script never started"
+    SCENARIO_TIMEOUT = "scenario-timeout", 11, BAD, "failure", "FAIL", "TIMEOUT", \
         "the guest's script did not finish in time"
-    BUILD_FAILED = "build-failed", 8, SKIP, "error", "MISS", "ERROR", "the modules did not build (W=1)"
-    LOAD_FAILED = "load-failed", 9, BAD, "failure", "FAIL", "", "a driver did not load or bind its device"
-    FAIL = "fail", 10, BAD, "failure", "FAIL", "", "a scenario's check failed"
-    MISSING = "missing", 11, BAD, "failure", "FAIL", "", "the guest finished without reporting the scenario"
-    PASS = "pass", 12, GOOD, None, "PASS", "", "every check passed"
+    BUILD_FAILED = "build-failed", 12, SKIP, "error", "MISS", "ERROR", "the modules did not build (W=1)"
+    LOAD_FAILED = "load-failed", 13, BAD, "failure", "FAIL", "", "a driver did not load or bind its device"
+    FAIL = "fail", 14, BAD, "failure", "FAIL", "", "a scenario's check failed"
+    MISSING = "missing", 15, BAD, "failure", "FAIL", "", "the guest finished without reporting the scenario"
+    PASS = "pass", 16, GOOD, None, "PASS", "", "every check passed"
 
     @property
     def passed(self) -> bool:
@@ -73,14 +79,31 @@ class Verdict(enum.StrEnum):
         return self.bisect_code == SKIP
 
 
-#: Kernel reports that fail a run, most severe first, searched in each whole line of the log.
+#: Kernel reports that fail a run, searched in each whole line of the log.  A line may
+#: match several (a KASAN report is also a BUG line): the most severe verdict wins.
 FAULTS: list[tuple[Verdict, re.Pattern]] = [
     (Verdict.PANIC, re.compile(r"Kernel panic - not syncing[^\r\n]*")),
     (Verdict.OOPS, re.compile(r"(?:Oops: [^\r\n]*|\bOops\b[^\r\n]*)")),
+    (Verdict.KASAN, re.compile(r"BUG: KASAN: [^\r\n]*")),
+    (Verdict.ATOMIC_SLEEP, re.compile(r"BUG: sleeping function called from invalid context[^\r\n]*")),
     (Verdict.BUG, re.compile(r"\bBUG: [^\r\n]*")),
+    # lockdep's and PROVE_RCU's reports (kernel/locking/lockdep.c, kernel/rcu/update.c).
+    (Verdict.LOCKDEP, re.compile(
+        r"WARNING: (?:possible circular locking dependency detected"
+        r"|possible recursive locking detected|inconsistent lock state|suspicious RCU usage"
+        r"|bad unlock balance detected|possible irq lock inversion dependency detected"
+        r"|\S+-safe -> \S+-unsafe lock order detected|held lock freed"
+        r"|lock held when returning to user space|lock held at task exit time"
+        r"|Nested lock was not taken)[^\r\n]*")),
+    # The churn scenario prints each unreferenced object of msiforge's modules that
+    # kmemleak found (kmemleak itself lists them only in debugfs).
+    (Verdict.KMEMLEAK, re.compile(r"unreferenced object 0x[0-9a-f]+ \(size \d+\)[^\r\n]*")),
     (Verdict.WARN, re.compile(r"WARNING: [^\r\n]*")),
     (Verdict.CALL_TRACE, re.compile(r"Call Trace:")),
 ]
+
+#: Faults that only a debug kernel reports (the fault module's triggers for them).
+DEBUG_FAULTS = {"lockdep": Verdict.LOCKDEP, "kasan": Verdict.KASAN, "atomic-sleep": Verdict.ATOMIC_SLEEP}
 
 
 @dataclass
@@ -178,7 +201,8 @@ def decide(lines: list[str], events: Events) -> Decision:
     """The verdicts of one boot: from its console ``lines``, its ``events`` and the KTAP in the lines.
 
     Precedence: a build failure is all there is; else the worst kernel report
-    (panic, oops, BUG, WARN, call trace) wins over how the run ended (QEMU
+    (panic, oops, KASAN, sleeping in atomic context, BUG, lockdep, kmemleak,
+    WARN, call trace) wins over how the run ended (QEMU
     exited, a timeout; kept in the detail), which wins over a driver that did
     not load, over a failed check, over a scenario never reported.
     """

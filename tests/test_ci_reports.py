@@ -71,7 +71,7 @@ def test_kcidb_statuses_follow_the_verdict_model(tmp_path):
     assert status("fail", "msiforge.deliver") == "FAIL" and status("scenario-timeout", "msiforge.boot") == "PASS"
     boot = next(t for t in tests.values() if t["build_id"].split(":")[-1] == "pass" and t["path"] == "msiforge.boot")
     assert boot["status"] == "PASS" and boot["number"]["unit"] == "s" and boot["number"]["value"] > 0
-    for case in ("panic", "oops", "bug", "warn", "call-trace"):
+    for case in ("panic", "oops", "bug", "warn", "call-trace", "kasan", "atomic-sleep", "lockdep"):
         assert builds[case]["status"] == "PASS"
     for t in tests.values():
         if t["path"].count(".") == 1 and t["path"] != "msiforge.boot":

@@ -75,3 +75,23 @@ def test_msiforge_mutants_kills_them_and_reports_one_that_does_not_build(tmp_pat
     assert res["handler-counts-on-cpu0"]["status"] == "killed"
     assert "affinity" in res["handler-counts-on-cpu0"]["killed_by"]
     assert "2 killed, 0 survived" in proc.stdout
+
+
+@pytest.mark.vm
+@pytest.mark.build
+@pytest.mark.slow  # two churn boots of a debug kernel: about 9 minutes
+def test_kmemleak_catches_one_leaked_object_per_group_on_a_debug_kernel(tmp_path):
+    """The slab check cannot see 16 bytes per group; a kmemleak kernel's churn does, as its own verdict."""
+    out = tmp_path / "m"
+    proc = msiforge("mutants", "--only", "leaks-one-object-per-group", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (res,) = json.loads((out / "mutants.json").read_text())
+    assert (res["status"], res["killed_by"], res["verdict"]) == ("killed", ["churn"], "kmemleak"), res
+    assert res["detail"].startswith("unreferenced object 0x") and "[msiforge_ims0]" in res["detail"]
+    # The leak is the mutated device's alone: the other device's check stays exact.
+    ktap = (out / "leaks-one-object-per-group" / "k" / "ktap.txt").read_text()
+    assert "kmemleak: no unreferenced object from msiforge_pmsi0\n" in ktap
+    # The unmutated drivers passed churn on the same debug kernel with an exact zero.
+    base = (out / "baseline" / "q35-ims" / "k" / "ktap.txt").read_text()
+    assert "kmemleak: no unreferenced object from msiforge_ims0\n" in base
+    assert "kmemleak: no unreferenced object from msiforge_pmsi0\n" in base

@@ -3,8 +3,9 @@
 Each directory under tests/data/verdicts is one kernel's directory of a real
 run (console.log, events.json), named after the verdict it must give (a
 suffix after the verdict names a variant).  The logs come from msiforge's own
-fault-injection runs (``--guest-fault``) and scenario runs on Debian 6.12 and a
-self-built arm64 6.12.
+fault-injection runs (``--guest-fault``) and scenario runs on Debian 6.12, a
+self-built arm64 6.12 and a self-built x86 6.12 debug kernel (``source:6.12+debug``:
+kasan, atomic-sleep, lockdep; kmemleak from the leak mutant's churn).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ DETAILS = {
     "panic": "Kernel panic - not syncing: Fatal exception in interrupt",
     "oops": "Oops: ",
     "bug": "BUG: scheduling while atomic",
+    "kasan": "BUG: KASAN: slab-out-of-bounds in msiforge_fault_init",
+    "atomic-sleep": "BUG: sleeping function called from invalid context at ",
+    "lockdep": "WARNING: possible circular locking dependency detected",
+    "kmemleak": "unreferenced object 0x",
     "warn": "WARNING: CPU: 0 PID: ",
     "call-trace": "Call Trace:",
     "boot-timeout": "no 'msiforge-guest: start' within 20 s",
@@ -97,6 +102,21 @@ def test_precedence():
     assert decide(KTAP_OK, _events()).verdict == "pass"
     assert decide([warn, bug, *KTAP_OK], _events()).verdict == "bug"
     assert decide([warn, bug, oops, *KTAP_OK], _events()).verdict == "oops"
+    # A debug kernel's reports: each its own verdict, over the generic BUG / WARN it also matches.
+    kasan = "[    6.0] BUG: KASAN: slab-out-of-bounds in msiforge_fault_init+0x5f/0x100 [msiforge_fault]"
+    sleep = "[    6.1] BUG: sleeping function called from invalid context at kernel/time/sleep_timeout.c:1"
+    lockdep = "[    6.2] WARNING: possible circular locking dependency detected"
+    rcu = "[    6.3] WARNING: suspicious RCU usage"
+    leak = "    # kmemleak: 1 unreferenced object(s) from msiforge's modules: unreferenced object " \
+           "0xffff888003a1c000 (size 64): from [<ffffffffc0001234>] msiforge_ims0_alloc+0x4/0x9 [msiforge_ims0]"
+    for lines, verdict in [([kasan], "kasan"), ([sleep], "atomic-sleep"), ([lockdep], "lockdep"),
+                           ([rcu], "lockdep"), ([leak], "kmemleak"), ([warn, lockdep], "lockdep"),
+                           ([lockdep, bug], "bug"), ([leak, lockdep], "lockdep"), ([leak, warn], "kmemleak"),
+                           ([sleep, kasan], "kasan"), ([kasan, oops], "oops")]:
+        d = decide([*lines, *KTAP_OK], _events())
+        assert d.verdict == verdict, (lines, d.detail)
+    assert decide([lockdep, *KTAP_OK], _events()).detail == "WARNING: possible circular locking dependency detected"
+    assert decide([kasan], _events()).detail.startswith("BUG: KASAN: slab-out-of-bounds in msiforge_fault_init")
     # A report outranks how the run ended; a hang after it stays in the detail.
     d = decide([oops], _events("timeout", started=True))
     assert (d.verdict, d.detail) == ("oops", "Oops: 0002 [#1] PREEMPT SMP NOPTI; then scenario-timeout: "

@@ -71,15 +71,19 @@ def test_debian_7x_prebuilt_with_its_own_compiler(tmp_path):
     assert cells[3].startswith("x86_64-linux-gnu-gcc-14") and "ims0 module-local" in cells[4]
 
 
+#: The storage, mask and update variants the default board does not have, on a board without an IOMMU.
+VARIANTS = {
+    "name": "variants", "iommu": "none", "machine": "q35", "fires": 2,
+    "devices": [
+        {"name": "q", "storage": "platform-msi", "slots": 3, "mask": "source", "update": "queued"},
+        {"name": "n", "storage": "ims", "slots": 2, "mask": "none", "update": "direct"},
+        {"name": "m", "storage": "pci-msi", "slots": 1, "mask": "none"},
+    ]}
+
+
 def test_variant_board_without_remapping(tmp_path):
     """No IOMMU: the vector domain is the parent and an affinity change rewrites the stored message."""
-    board = write_board(tmp_path, {
-        "name": "variants", "iommu": "none", "machine": "q35", "fires": 2,
-        "devices": [
-            {"name": "q", "storage": "platform-msi", "slots": 3, "mask": "source", "update": "queued"},
-            {"name": "n", "storage": "ims", "slots": 2, "mask": "none", "update": "direct"},
-            {"name": "m", "storage": "pci-msi", "slots": 1, "mask": "none"},
-        ]})
+    board = write_board(tmp_path, VARIANTS)
     run_dir = tmp_path / "run"
     proc = msiforge("run", str(board), "--kernel", "debian:6.1.0-56", "--kernel", "debian:6.12.117+deb12",
                     "--out", str(run_dir))
@@ -139,11 +143,17 @@ FAULT_CASES = {
     "load-fail": ("load-failed", "did not bind its edu device"),
     "vm-crash": ("vm-crashed", "QEMU exited"),
 }
+# Reports only a debug kernel (source:...+debug) makes.
+DEBUG_FAULT_CASES = {
+    "lockdep": ("lockdep", "WARNING: possible circular locking dependency detected"),
+    "kasan": ("kasan", "BUG: KASAN: slab-out-of-bounds in msiforge_fault_"),
+    "atomic-sleep": ("atomic-sleep", "BUG: sleeping function called from invalid context"),
+}
 
 
-def _check_fault_verdict(tmp_path, fault, *kernel_args):
-    verdict, words = FAULT_CASES[fault]
-    path = write_board(tmp_path, SMALL)
+def _check_fault_verdict(tmp_path, fault, *kernel_args, board=SMALL):
+    verdict, words = {**FAULT_CASES, **DEBUG_FAULT_CASES}[fault]
+    path = write_board(tmp_path, board)
     start = time.monotonic()
     proc = msiforge("run", str(path), *kernel_args, "--guest-fault", fault, "--out", str(tmp_path / "run"),
                     timeout=180)
@@ -154,9 +164,9 @@ def _check_fault_verdict(tmp_path, fault, *kernel_args):
     log = (tmp_path / "run" / k["release"] / "console.log").read_text(errors="replace")
     assert words in k["detail"] or words in log
     assert f"console log: {k['console_log']}" in proc.stdout
-    assert elapsed < 20 + 20 + 60  # both timeouts plus build and probe slack
+    assert elapsed < board["boot_timeout"] + board["scenario_timeout"] + 60  # plus build and probe slack
     status = {s["name"]: s for s in k["scenarios"]}
-    if fault in ("oops", "bug", "warn"):
+    if fault in ("oops", "bug", "warn", *DEBUG_FAULT_CASES):
         # The guest finished; its unload check saw the report in dmesg.
         assert status["unload"]["status"] == "fail"
         assert any("dmesg: " in d for d in status["unload"]["diagnostics"])
@@ -181,6 +191,50 @@ def test_guest_fault_is_its_own_verdict(tmp_path, fault):
 def test_guest_fault_on_a_source_kernel(tmp_path, fault):
     """Self-built kernels report WARN and oops too (CONFIG_BUG, which tinyconfig drops) and have /dev/mem."""
     _check_fault_verdict(tmp_path, fault, "--kernel", "source:6.12")
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("fault", ["lockdep",  # make test's debug-kernel boot; the others in make test-all
+                                   pytest.param("kasan", marks=pytest.mark.slow),
+                                   pytest.param("atomic-sleep", marks=pytest.mark.slow)])
+def test_debug_kernel_report_is_its_own_verdict(tmp_path, fault):
+    """lockdep, KASAN and DEBUG_ATOMIC_SLEEP each give their own verdict, on a real debug kernel."""
+    _check_fault_verdict(tmp_path, fault, "--kernel", "source:6.12+debug",
+                         board={**SMALL, "boot_timeout": 60, "scenario_timeout": 60})
+
+
+@pytest.mark.build
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["default", "variants"])
+def test_every_scenario_passes_on_a_debug_kernel(tmp_path, variant):
+    """lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP, DEBUG_OBJECTS, KASAN and kmemleak watch every scenario: no report."""
+    from helpers import default_board
+
+    every = ["deliver", "mask", "affinity", "hotplug", "groups", "domain-layout", "stress", "churn", "unload"]
+    data = {**(default_board() if variant == "default" else VARIANTS), "scenarios": every,
+            "scenario_timeout": 1800}
+    data.pop("kernels", None)
+    run_dir = tmp_path / "run"
+    proc = msiforge("run", str(write_board(tmp_path, data)), "--kernel", "source:6.12+debug", "--out", str(run_dir),
+                    timeout=3600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (k,) = _results(run_dir)["kernels"]
+    assert k["verdict"] == "pass" and sorted(s["name"] for s in k["scenarios"]) == sorted(every), k
+    # A pass means no report of any kind in the console (verdict.FAULTS); kmemleak's exact check ran
+    # on every device (msiforge checked after olddefconfig that every debug option is in the kernel).
+    ktap = (run_dir / k["release"] / "ktap.txt").read_text()
+    for dev in data["devices"]:
+        assert f"kmemleak: no unreferenced object from msiforge_{dev['name']}\n" in ktap
+
+
+def test_debug_fault_needs_a_debug_kernel(tmp_path):
+    path = write_board(tmp_path, SMALL)
+    proc = msiforge("run", str(path), "--kernel", "source:6.12", "--guest-fault", "lockdep",
+                    "--out", str(tmp_path / "run"), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "only a debug kernel reports it" in proc.stderr
+    assert "source:6.12 is not one" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def _as_a_foreground_job() -> None:

@@ -32,7 +32,7 @@ for arg in $cmdline; do
 done
 case "$fault" in
 hang-hard) while :; do sleep 3600; done ;;
-panic|oops|bug|warn|call-trace) insmod /modules/msiforge_fault.ko what=$fault ;;
+panic|oops|bug|warn|call-trace|lockdep|kasan|atomic-sleep) insmod /modules/msiforge_fault.ko what=$fault ;;
 hang-soft) export MSIFORGE_STALL=1 ;;
 load-fail) export MSIFORGE_INSMOD_ARGS=pci_slot=31 ;;
 vm-crash)
@@ -55,6 +55,8 @@ poweroff -f
 #: Faults the guest can inject, and the verdict each must produce.
 FAULTS = {
     "panic": "panic", "oops": "oops", "bug": "bug", "warn": "warn", "call-trace": "call-trace",
+    # Only a debug kernel (source:...+debug) reports these.
+    "lockdep": "lockdep", "kasan": "kasan", "atomic-sleep": "atomic-sleep",
     "hang-hard": "boot-timeout", "hang-soft": "scenario-timeout",
     "load-fail": "load-failed", "vm-crash": "vm-crashed",
 }

@@ -6,19 +6,70 @@
  */
 
 #include <linux/bug.h>
+#include <linux/compiler.h>
 #include <linux/delay.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/mutex.h>
 #include <linux/preempt.h>
 #include <linux/printk.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 
 static char *what = "warn";
 module_param(what, charp, 0444);
-MODULE_PARM_DESC(what, "warn | oops | bug | call-trace | panic");
+MODULE_PARM_DESC(what,
+		 "warn | oops | bug | call-trace | panic; on a debug kernel: lockdep | kasan | atomic-sleep");
 
 static int *msiforge_fault_ptr;
+
+static DEFINE_MUTEX(msiforge_fault_a);
+static DEFINE_MUTEX(msiforge_fault_b);
+
+/*
+ * The reports of a debug kernel (source:...+debug).  Each is one the kernel
+ * survives: the module loads and the scenarios run after it.
+ */
+static int msiforge_fault_debug(void)
+{
+	if (!strcmp(what, "lockdep")) {
+		/*
+		 * A then B, later B then A: one thread never deadlocks, but
+		 * lockdep records the first order and reports the second as a
+		 * possible circular locking dependency.
+		 */
+		mutex_lock(&msiforge_fault_a);
+		mutex_lock(&msiforge_fault_b);
+		mutex_unlock(&msiforge_fault_b);
+		mutex_unlock(&msiforge_fault_a);
+		mutex_lock(&msiforge_fault_b);
+		mutex_lock(&msiforge_fault_a);
+		mutex_unlock(&msiforge_fault_a);
+		mutex_unlock(&msiforge_fault_b);
+		return 0;
+	}
+	if (!strcmp(what, "kasan")) {
+		/* One byte past a 16-byte allocation: a slab-out-of-bounds read. */
+		size_t size = 16;
+		char *buf = kmalloc(size, GFP_KERNEL);
+
+		if (!buf)
+			return -ENOMEM;
+		OPTIMIZER_HIDE_VAR(size);
+		pr_info("msiforge_fault: read past the end: %d\n", READ_ONCE(buf[size]));
+		kfree(buf);
+		return 0;
+	}
+	if (!strcmp(what, "atomic-sleep")) {
+		/* A might-sleep point with preemption off; nothing actually sleeps. */
+		preempt_disable();
+		might_sleep();
+		preempt_enable();
+		return 0;
+	}
+	return -EINVAL;
+}
 
 static int __init msiforge_fault_init(void)
 {
@@ -50,7 +101,7 @@ static int __init msiforge_fault_init(void)
 		WRITE_ONCE(*READ_ONCE(msiforge_fault_ptr), 1);
 		return 0;
 	}
-	return -EINVAL;
+	return msiforge_fault_debug();
 }
 
 static void __exit msiforge_fault_exit(void)
