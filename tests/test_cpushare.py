@@ -69,7 +69,8 @@ def test_read_sample_counts_the_guest_tree_from_proc():
 
 def test_a_loaded_host_stretches_the_console_timeout(tmp_path):
     """A shell guest that wants one CPU, beside hogs on every CPU: the boot timeout takes longer."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    # Two hogs per CPU: the guest gets a third of a CPU or so, whatever the scheduler favours.
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 1))]
     guest = f"{sys.executable} -c 'while True: pass'"  # busy, never starts the script
     try:
         ev = console.run(["sh", "-c", guest], tmp_path / "console.log", 2, 2, ["deliver"])
