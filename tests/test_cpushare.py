@@ -1,8 +1,7 @@
 """Timeouts charged by the CPU share a guest got (vmtests/cpushare.py).
 
-The arithmetic runs on given samples; the /proc reading and the console's
-use of it run for real (a busy process beside a shell that stands in for
-the guest, and tests/test_vm.py's boot beside a CPU hog).
+The arithmetic runs on given samples; the /proc reading runs for real (a
+busy grandchild of the guest's process).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import time
 import pytest
 
 from msiforge import verdict
-from msiforge.vmtests import console, cpushare
+from msiforge.vmtests import cpushare
 from msiforge.vmtests.cpushare import GuestClock, Sample
 
 
@@ -67,19 +66,7 @@ def test_read_sample_counts_the_guest_tree_from_proc():
     assert b.busy - a.busy >= b.guest - a.guest - 0.05
 
 
-def test_a_loaded_host_stretches_the_console_timeout(tmp_path):
-    """A shell guest that wants one CPU, beside hogs on every CPU: the boot timeout takes longer."""
-    # Two hogs per CPU: the guest gets a third of a CPU or so, whatever the scheduler favours.
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * (os.cpu_count() or 1))]
-    guest = f"{sys.executable} -c 'while True: pass'"  # busy, never starts the script
-    try:
-        ev = console.run(["sh", "-c", guest], tmp_path / "console.log", 2, 2, ["deliver"])
-    finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
-    assert (ev.ending, ev.started) == ("timeout", False)
-    assert ev.cpu_share < 0.8 and ev.seconds > 2 / 0.8
-    d = verdict.decide([], ev)
-    assert d.verdict == "boot-timeout"
-    assert d.detail.startswith("no 'msiforge-guest: start' within 2 s (at a ") and "CPU share: the run took" in d.detail
+def test_a_stretched_timeout_says_so():
+    ev = verdict.Events(ending="timeout", scenarios=["deliver"], boot_timeout=2, scenario_timeout=2,
+                        seconds=3.1, cpu_share=0.61)
+    assert verdict.decide([], ev).detail == "no 'msiforge-guest: start' within 2 s (at a 61% CPU share: the run took 3 s)"
