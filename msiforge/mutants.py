@@ -169,6 +169,7 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
         kernels[spec] = runner.obtain(spec, available)
     accel = qemu.choose_accel("auto", next(iter(kernels.values())).vmlinuz, cache_root() / "probes")
     baselines: dict[tuple[str, str], object] = {}
+    limited: dict[tuple[str, str], object] = {}  # the board with the mutants' scenario timeout
     outcomes: list[Outcome] = []
     for i, m in enumerate(mutants, 1):
         board, kernel = boards[m.board_key], kernels[m.kernel]
@@ -178,9 +179,10 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
                 tree = render.generate(board, [render.target_for(kernel)], out / "baseline" / board.name)
                 baselines[key] = _boot(board, kernel, tree[kernel.release], out / "baseline" / board.name / "k",
                                        accel)
+            # A mutant may hang the guest: its scenarios get a few times what the baseline took.
+            limited[key] = dataclasses.replace(
+                board, scenario_timeout=scenario_limit(board, out / "baseline" / board.name / "k"))
         base = baselines[key]
-        # A mutant may hang the guest: its scenarios get a few times what the baseline took.
-        mboard = dataclasses.replace(board, scenario_timeout=scenario_limit(board, out / "baseline" / board.name / "k"))
         start = time.monotonic()
         if not base.passed:
             outcomes.append(Outcome(m.name, m.summary, "baseline-failed", verdict=str(base.verdict),
@@ -190,7 +192,7 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
         tree = render.generate(board, [render.target_for(kernel)], work / "gen")[kernel.release]
         apply(m, tree)
         with progress.step(f"mutant {i}/{len(mutants)}: {m.name}"):
-            result = _boot(mboard, kernel, tree, work / "k", accel)
+            result = _boot(limited[key], kernel, tree, work / "k", accel)
         secs = round(time.monotonic() - start, 1)
         if Verdict(result.verdict) is Verdict.BUILD_FAILED:
             outcomes.append(Outcome(m.name, m.summary, "did-not-build", verdict="build-failed",
