@@ -63,6 +63,7 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     import time
 
     jobs = jobs or os.cpu_count() or 1
+    tree = tree.resolve()  # Kbuild runs in the kernel's directory: M= must not be relative
     in_root = toolchain is not None and not toolchain.on_host
     cmd = ["make" if in_root else hostprogs.require("make"), "-s", f"-j{jobs}", "-C", str(build_dir),
            *arches.get(arch).make_vars, f"M={tree}", "W=1", "modules"]

@@ -187,6 +187,7 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
         if not base.passed:
             outcomes.append(Outcome(m.name, m.summary, "baseline-failed", verdict=str(base.verdict),
                                     detail=f"the unmutated drivers fail on {kernel.release}: {base.verdict}"))
+            progress.info(f"  {m.name}: not run, {outcomes[-1].detail}")
             continue
         work = out / m.name
         tree = render.generate(board, [render.target_for(kernel)], work / "gen")[kernel.release]
@@ -197,6 +198,7 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
         if Verdict(result.verdict) is Verdict.BUILD_FAILED:
             outcomes.append(Outcome(m.name, m.summary, "did-not-build", verdict="build-failed",
                                     detail=result.detail, seconds=secs))
+            progress.info(f"  {m.name}: did not build: {result.detail}")
             continue
         killed = [s.name for s in result.scenarios if not s.passed]
         if not killed and not result.passed:  # the kernel's own verdict (a WARN, an oops) caught it
@@ -206,6 +208,7 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
             next((d for s in result.scenarios if not s.passed for d in s.diagnostics), result.detail)
         outcomes.append(Outcome(m.name, m.summary, "killed" if killed else "survived", killed, str(result.verdict),
                                 why, secs))
+        progress.info(f"  {m.name}: " + (f"killed by {', '.join(killed)}" if killed else f"SURVIVED: {why}"))
         atomic_write(out / "mutants.json", json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     atomic_write(out / "mutants.json", json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     return outcomes

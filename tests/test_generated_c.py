@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 
@@ -111,6 +112,19 @@ def test_build_error_names_file_line_and_template(trees, fetched_kernels, tmp_pa
     msg = str(exc.value)
     assert f"{c}:41:" in msg
     assert "template module/driver/backends/module-local.c.j2" in msg
+
+
+def test_a_tree_given_by_a_relative_path_builds(trees, fetched_kernels, tmp_path, monkeypatch):
+    """`make mutants` writes to runs/mutants: Kbuild runs in the kernel's directory, M= must still find it."""
+    import shutil
+
+    release, tree = trees[0]
+    shutil.copytree(tree, tmp_path / "rel")
+    monkeypatch.chdir(tmp_path)
+    kdir = {k.release: k for k in fetched_kernels.values()}[release].build_dir
+    result = kbuild.build(Path("rel"), kdir)
+    assert {m.name for m in result.modules} >= {"msiforge_ims0.ko", "msiforge_ims0_test.ko"}
+    assert all(m.is_absolute() and m.exists() for m in result.modules)
 
 
 #: The newest ABI of every series (and the 7.3 candidate, and 7.3 with PCI/IMS back).
