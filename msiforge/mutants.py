@@ -51,7 +51,8 @@ class Mutant:
 
     @property
     def board_key(self) -> str:
-        return json.dumps(self.board, sort_keys=True)
+        """What its board run depends on: the board and the scenarios (mutants alike share a baseline)."""
+        return json.dumps([self.board, list(self.scenarios)], sort_keys=True)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def run(mutants: list[Mutant], out: Path) -> list[Outcome]:
             next((d for s in result.scenarios if not s.passed for d in s.diagnostics), result.detail)
         outcomes.append(Outcome(m.name, m.summary, "killed" if killed else "survived", killed, str(result.verdict),
                                 why, secs))
-        progress.info(f"  {m.name}: " + (f"killed by {', '.join(killed)}" if killed else f"SURVIVED: {why}"))
+        progress.info(f"  {m.name}: " + (f"killed by {', '.join(killed)}" if killed else f"SURVIVED: {why or 'every scenario passed'}"))
         atomic_write(out / "mutants.json", json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     atomic_write(out / "mutants.json", json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     return outcomes

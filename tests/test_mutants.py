@@ -37,6 +37,16 @@ def test_every_shipped_mutant_applies_exactly_once_to_its_rendered_driver(tmp_pa
         src.write_text(before)
 
 
+def test_mutants_of_one_board_with_other_scenarios_get_their_own_run():
+    """The leak mutant runs churn on q35-ims; the others on q35-ims run the board's scenarios."""
+    by_name = {m.name: m for m in mutants.discover()}
+    leak, mask = by_name["leaks-one-object-per-group"], by_name["mask-does-nothing"]
+    assert leak.board == mask.board == "q35-ims"
+    assert leak.board_key != mask.board_key
+    assert mutants.load_board(leak).scenarios == ("churn",)
+    assert "churn" not in mutants.load_board(mask).scenarios
+
+
 def test_bad_mutant_files_are_one_line_errors(tmp_path):
     good = {"mutant": "x", "summary": "s", "module": "driver", "device": "ims0", "find": "a", "replace": "b"}
     import yaml
