@@ -217,7 +217,7 @@ def render_tree(env: jinja2.Environment, board: Board, kernel: KernelTarget, des
         files["dkms.conf"] = DKMS_TEMPLATE
     guest = env.get_template(GUEST_TEMPLATE).render(
         version=__version__, board=board, devices=devices, kernel={"release": kernel.release},
-        guest_iommu=arches.get(board.arch).guest_iommu)
+        guest_iommu=arches.get(board.arch).guest_iommu, arch=arch_context(board))
     (dest / "run.sh").write_text(guest)
     os.chmod(dest / "run.sh", 0o755)
     files["run.sh"] = GUEST_TEMPLATE

@@ -270,10 +270,10 @@ def validate(data: Any, display: str) -> Board:
                          ("none", "intel-ir"))
     if iommu == "intel-ir" and machine != "q35":
         check.fail("iommu", "intel-ir needs machine: q35")
-    if arch == "arm64":
-        # The host is x86_64: an arm64 guest is emulated (TCG); "auto" can only mean that.
+    if "kvm" not in arches.get(arch).accels:
+        # The host is x86_64: another arch's guest is emulated (TCG); "auto" can only mean that.
         if accel == "kvm":
-            check.fail("accel", "an arm64 guest cannot run under KVM on this x86_64 host (use tcg or auto)")
+            check.fail("accel", f"an {arch} guest cannot run under KVM on this x86_64 host (use tcg or auto)")
         accel = "tcg"
 
     kernels_raw = check.sequence(data.get("kernels", ["debian:6.12"]), "kernels", 1, 64)
@@ -288,6 +288,10 @@ def validate(data: Any, display: str) -> Board:
         check.fail("devices", "missing (at least one device)")
     devices_raw = check.sequence(data["devices"], "devices", 1, MAX_DEVICES)
     devices = tuple(_device(check, d, i) for i, d in enumerate(devices_raw))
+    rec = arches.get(arch)
+    for i, dev in enumerate(devices):
+        if dev.storage not in rec.storages:
+            check.fail(f"devices[{i}].storage", f"{dev.storage} cannot work on arch {arch}: {rec.storage_refusal}")
     seen: set[str] = set()
     for i, dev in enumerate(devices):
         if dev.name in seen:

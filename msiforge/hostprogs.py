@@ -43,6 +43,7 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     # Booting guests.
     _p("qemu-system-x86_64", "qemu-system-x86", "booting x86_64 boards (q35)"),
     _p("qemu-system-aarch64", "qemu-system-arm", "booting arm64 boards (virt with a GICv3 ITS)"),
+    _p("qemu-system-ppc64", "qemu-system-ppc", "booting ppc64le boards (pseries, with SLOF/VOF firmware)"),
     _p("busybox", "busybox-static", "the x86_64 guest's /init and shell (a static busybox)"),
     # Debian packages: the index, downloads, unpacking.
     _p("apt-get", "apt", "downloading Debian kernels, linux-source and foreign busybox into the cache"),
@@ -59,8 +60,10 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     _p("x86_64-linux-gnu-gcc-12", "gcc-12", "x86_64 kernels and modules (the compiler Debian 12's kernels were built with)"),
     _p("gcc-12", "gcc-12", "checking that Debian 6.1 kernels' compiler is the host's (they name it gcc-12)"),
     _p("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu", "cross-building arm64 kernels and modules"),
+    _p("powerpc64le-linux-gnu-gcc", "gcc-powerpc64le-linux-gnu", "cross-building ppc64le kernels and modules"),
     _p("strip", "binutils", "stripping debug info from x86_64 modules for the guest"),
     _p("aarch64-linux-gnu-strip", "binutils-aarch64-linux-gnu", "stripping debug info from arm64 modules"),
+    _p("powerpc64le-linux-gnu-strip", "binutils-powerpc64le-linux-gnu", "stripping debug info from ppc64le modules"),
     _p("ccache", "ccache", "caching kernel compilations between builds and build slots", optional=True),
     _p("flex", "flex", "Kbuild's kconfig and dtc lexers"),
     _p("bison", "bison", "Kbuild's kconfig and dtc parsers"),
@@ -106,6 +109,7 @@ LIBRARIES: dict[str, str] = {
 #: Debian arch -> (package, why).  ``make deps`` makes the architecture known to apt.
 FOREIGN: dict[str, tuple[str, str]] = {
     "arm64": ("busybox-static", "the arm64 guest's /init and shell"),
+    "ppc64el": ("busybox-static", "the ppc64le guest's /init and shell"),
 }
 
 _noticed: set[str] = set()

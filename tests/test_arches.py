@@ -11,9 +11,9 @@ from msiforge.vmtests import qemu
 
 def test_records_are_discovered_one_file_each():
     files = sorted(p.stem for p in Path(arches.__file__).parent.glob("*.py") if p.stem != "__init__")
-    assert sorted(arches.names()) == files == ["arm64", "x86_64"]
+    assert sorted(arches.names()) == files == ["arm64", "ppc64le", "x86_64"]
     assert arches.names()[0] == "x86_64"  # listed first in help texts and errors
-    assert ARCH_MACHINES == {"x86_64": ("q35", "pc"), "arm64": ("virt",)}
+    assert ARCH_MACHINES == {"x86_64": ("q35", "pc"), "arm64": ("virt",), "ppc64le": ("pseries",)}
     for a in arches.all_arches().values():
         assert a.fragment.is_file(), a.fragment
         assert a.qemu.startswith("qemu-system-") and a.console
@@ -31,6 +31,11 @@ ARM64 = ("qemu-system-aarch64 -M virt,gic-version=3,its=on -accel tcg -cpu max,p
          "-device edu,dma_mask=0xffffffff,addr=0x10 -device edu,dma_mask=0xffffffff,addr=0x11 -dtb D "
          "-kernel K -initrd I -append A")
 
+PSERIES = ("qemu-system-ppc64 -prom-env msiforge=1 -M pseries,x-vof=on,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,"
+           "cap-ccf-assist=off -accel tcg -cpu POWER9 -smp 2 -m 1024M -nodefaults -no-user-config -display none "
+           "-serial stdio -no-reboot -icount shift=auto,sleep=off -device edu,dma_mask=0xffffffffffffffff,addr=0x10 "
+           "-device edu,dma_mask=0xffffffffffffffff,addr=0x11 -kernel K -initrd I -append A")
+
 
 def _argv(board: str, accel: str = "tcg") -> list[str]:
     argv = qemu.command(load_board(board), qemu.Accel(accel, "test"), Path("K"), Path("I"), "A", icount=True)
@@ -46,6 +51,7 @@ def test_qemu_command_lines_are_unchanged():
         tcg[1:1] = ["-bios", "/usr/share/qemu/qboot.rom"]
     assert " ".join(tcg) == X86
     assert " ".join(_argv("virt-its")) == ARM64
+    assert " ".join(_argv("pseries")) == PSERIES
 
 
 def test_kvm_x86_gets_the_split_irqchip_and_the_host_cpu():

@@ -42,7 +42,7 @@ def test_virt_its_is_a_shipped_arm64_board():
     ({"accel": "kvm"}, "accel: an arm64 guest cannot run under KVM on this x86_64 host (use tcg or auto)"),
     ({"machine": "q35"}, "machine: 'q35' is not one of virt"),
     ({"iommu": "intel-ir"}, "iommu: intel-ir needs machine: q35"),
-    ({"arch": "riscv64"}, "arch: 'riscv64' is not one of x86_64, arm64"),
+    ({"arch": "riscv64"}, "arch: 'riscv64' is not one of x86_64, arm64, ppc64le"),
 ])
 def test_bad_arm64_boards_fail_in_one_line(over, message):
     with pytest.raises(BoardError) as exc:

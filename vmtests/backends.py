@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import arches
 from ..errors import InputError
 
 
@@ -58,7 +59,7 @@ class Qemu(Backend):
 
         if board.arch == "x86_64":
             return qemu.boot_image(kernel.vmlinuz, accel, icount, cache)
-        return kernel.vmlinuz, "Image"
+        return kernel.vmlinuz, arches.get(board.arch).image.rsplit("/", 1)[-1]  # Image, vmlinux
 
     def cmdline(self, board, fault):
         from . import qemu

@@ -62,7 +62,7 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
         try:
             # Error patterns end at the line end, so the whole message is captured.
             idx = child.expect(["msiforge-probe: ok", r"KVM internal error[^\r\n]*\r?\n",
-                                r"qemu-system-(?:x86_64|aarch64): [^\r\n]*\r?\n", pexpect.EOF, pexpect.TIMEOUT])
+                                r"qemu-system-[a-z0-9_]+: [^\r\n]*\r?\n", pexpect.EOF, pexpect.TIMEOUT])
             seen = child.after if isinstance(child.after, str) else ""
         finally:
             child.terminate(force=True)

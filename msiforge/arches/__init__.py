@@ -50,6 +50,11 @@ class Arch:
     cmdline: tuple[str, ...] = ()
     #: Where the arch is listed among the others (help texts, error messages).
     order: int = 50
+    #: The device storages a board of this arch may use, and why the others are refused.
+    storages: tuple[str, ...] = ("ims", "platform-msi", "pci-msi")
+    storage_refusal: str = ""
+    #: The edu's DMA mask: it must not clamp the MSI doorbell's address.
+    edu_dma_mask: int = 0xffffffff
     #: The data the driver template needs (generator/arch.py reads it).
     c: dict = field(default_factory=dict, compare=False)
 
@@ -118,10 +123,11 @@ COMMON = ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdi
 def device_args(board: "Board") -> list[str]:
     """The board's devices for QEMU: one edu per device, at its PCI slot (one source for every backend)."""
     argv = []
+    mask = get(board.arch).edu_dma_mask
     for dev in board.devices:
         # dma_mask: edu's default 28-bit mask clamps MSI addresses into 0..256M
         # (silently into RAM on x86; RAM starts at 1G on arm64 virt).
-        argv += ["-device", f"edu,dma_mask=0xffffffff,addr={dev.pci_slot:#04x}"]
+        argv += ["-device", f"edu,dma_mask={mask:#x},addr={dev.pci_slot:#04x}"]
     return argv
 
 

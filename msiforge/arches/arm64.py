@@ -70,6 +70,12 @@ ARCH = Arm64(
         # its PCI MSI capability sends it by raising the edu's interrupt.
         "pci_msi_by_raise": True,
         "its_device_id": EDU_DMA_ITS_DEVICE_ID,
+        # The edu's registers: little-endian, as the emulator's native byte order.
+        "edu_byte_order": "little-endian",
+        "edu_read32": "readl",
+        "edu_write32": "writel",
+        "edu_write64": "writeq",
+        "msg_writer": "kernel",
         "macros": "module/driver/arch/arm64.c.j2",
         # An in-tree driver's Kconfig "depends on" (its parent domains' exports).
         "kconfig_depends": "ARM64 && PCI_MSI && ARM_GIC_V3_ITS",

@@ -65,6 +65,12 @@ ARCH = X86_64(
         "mask_parent": None,
         # A device whose storage is its PCI MSI capability sends it by edu DMA.
         "pci_msi_by_raise": False,
+        # The edu's registers: little-endian, as the emulator's native byte order.
+        "edu_byte_order": "little-endian",
+        "edu_read32": "readl",
+        "edu_write32": "writel",
+        "edu_write64": "writeq",
+        "msg_writer": "kernel",
         "macros": "module/driver/arch/x86_64.c.j2",
         # An in-tree driver's Kconfig "depends on" (its parent domains' exports).
         "kconfig_depends": "X86_64 && PCI_MSI",
