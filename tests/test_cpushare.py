@@ -1,7 +1,8 @@
 """Timeouts charged by the CPU share a guest got (vmtests/cpushare.py).
 
-The arithmetic runs on given samples; the /proc reading runs for real (a
-busy grandchild of the guest's process).
+The arithmetic runs on given samples; the /proc reading and the console's
+use of it run for real (a busy grandchild of the guest's process, and a busy
+"guest" beside hogs; tests/test_vm.py boots real guests beside a hog).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from msiforge import verdict
-from msiforge.vmtests import cpushare
+from msiforge.vmtests import console, cpushare
 from msiforge.vmtests.cpushare import GuestClock, Sample
 
 
@@ -70,3 +71,29 @@ def test_a_stretched_timeout_says_so():
     ev = verdict.Events(ending="timeout", scenarios=["deliver"], boot_timeout=2, scenario_timeout=2,
                         seconds=3.1, cpu_share=0.61)
     assert verdict.decide([], ev).detail == "no 'msiforge-guest: start' within 2 s (at a 61% CPU share: the run took 3 s)"
+
+
+def test_a_loaded_host_stretches_the_console_timeout(tmp_path):
+    """A busy "guest" that wants one CPU, beside two hogs per CPU: the boot timeout takes longer.
+
+    Each hog runs in a session of its own, as the jobs of a shared runner do.
+    (With the scheduler's autogroups, hogs that share one session share one
+    CPU's worth among them, whatever their number: the guest, in its own
+    session as console.spawn starts it, would then get a whole CPU.)
+    """
+    ncpu = os.cpu_count() or 1
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            for _ in range(2 * ncpu)]
+    guest = f"exec {sys.executable} -c 'while True: pass'"  # busy, never starts the script
+    try:
+        ev = console.run(["sh", "-c", guest], tmp_path / "console.log", 2, 2, ["deliver"])
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert (ev.ending, ev.started) == ("timeout", False)
+    # About 1/(2 * ncpu + 1) of the CPUs each: the guest's share of the one CPU it wants is well below 1.
+    assert ev.cpu_share < 0.8 and ev.seconds > 2 / 0.8, (ev.cpu_share, ev.seconds)
+    d = verdict.decide([], ev)
+    assert d.verdict == "boot-timeout"
+    assert d.detail.startswith("no 'msiforge-guest: start' within 2 s (at a ") and "CPU share: the run took" in d.detail

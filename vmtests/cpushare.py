@@ -11,6 +11,11 @@ free, measured from ``/proc/stat`` minus the guest's own process tree.  An
 idle host charges every second; one busy core of two charges a two-vCPU
 guest half of each.  A hung guest still times out, only later, by at most
 ``1 / MIN_SHARE``.
+
+What a guest gets depends on the scheduler, and the share measures what it
+got, not what it would get: with autogroups (Debian's default) QEMU runs in
+a session of its own, so busy processes that share one session take about
+one CPU among them, however many they are.
 """
 
 from __future__ import annotations
