@@ -108,7 +108,7 @@ def test_pseries_kernels_are_cross_built_with_the_fragment(pseries_kernel):
 @pytest.mark.vm
 @pytest.mark.build
 def test_pseries_board_end_to_end(tmp_path, pseries_kernel):
-    """deliver, mask, affinity and unload pass with exact counts; the hypervisor wrote every message.
+    """Every scenario of the board passes with exact counts; the hypervisor wrote every message.
 
     The KTAP says for each device who wrote its message and what it is: the
     sPAPR MSI window and the interrupt source number (LISN) of the
@@ -123,7 +123,8 @@ def test_pseries_board_end_to_end(tmp_path, pseries_kernel):
     (k,) = res["kernels"]
     assert k["verdict"] == "pass"
     board = load_board("pseries")
-    assert [s["name"] for s in k["scenarios"]] == list(board.scenarios) == ["deliver", "mask", "affinity", "unload"]
+    assert [s["name"] for s in k["scenarios"]] == list(board.scenarios) == [
+        "deliver", "mask", "affinity", "hotplug", "groups", "unload"]
     assert all(s["status"] == "pass" and s["devices"] == {"pci0": "ok", "pci1": "ok"} for s in k["scenarios"])
     ktap = (run_dir / k["release"] / "ktap.txt").read_text()
     lisns = {}
@@ -134,16 +135,35 @@ def test_pseries_board_end_to_end(tmp_path, pseries_kernel):
         assert m, ktap
         assert int(m[1], 16) == int(m[2]) >= 0x1300  # QEMU's MSI interrupt sources start at 0x1300
         lisns[dev] = int(m[2])
-        assert re.search(rf"# {dev}: hierarchy pSeries-PCI-MSI:\d+ pSeries-MSI:{m[2]} {m[3]}:{m[2]}", ktap), ktap
+        assert re.search(rf"# {dev}: hierarchy pSeries-PCI-MSI(?:-[0-9a-f:.]+)?:\d+ pSeries-MSI:{m[2]} {m[3]}:{m[2]}", ktap), ktap
         assert f"# {dev}: 3 fires while masked (parent mask, 0 held by the device), 1 delivered on unmask" in ktap
+        assert re.search(rf"# {dev}: CPU1 offline: 1 of 1 slot\(s\) moved from CPU1 to CPU0 .*the message is the "
+                         rf"hypervisor's and stays \((XIVE-IRQ|XICS) moved LISN {m[2]}\); 1 x 3 fires: 3 counted", ktap)
         assert re.search(rf"# {dev}: (XIVE-IRQ|XICS) moved LISN {m[2]} to CPU1 \(the hypervisor\); "
                          r"the message in the device stays 0x00000000/" + m[1], ktap), ktap
     assert len(set(lisns.values())) == 2  # one interrupt source each
     cmdline = (run_dir / k["release"] / "cmdline").read_text()
     assert "qemu-system-ppc64" in cmdline and "x-vof=on" in cmdline and "console=hvc0" in cmdline
     # The generated C, as built for this kernel (W=1 clean, or the run would have failed): checkpatch --strict.
-    gen = sorted((run_dir / k["release"] / "build").glob("msiforge_*.[ch]"))
+    gen = sorted((run_dir / "gen" / k["release"]).glob("msiforge_*.[ch]"))
     gen = [c for c in gen if not c.name.endswith(".mod.c")]
     assert len(gen) == 6
     for report in checkpatch.check_files(gen, series="7.3" if k["release"].startswith("7.") else "6.12"):
         assert (report.errors, report.warnings, report.checks) == (0, 0, 0), report.output
+
+
+@pytest.mark.vm
+@pytest.mark.build
+@pytest.mark.parametrize("spec,layout,seen", [
+    ("source:6.12", "global", r"global pSeries-PCI-MSI domain, BDF-encoded hwirq 262144"),
+    pytest.param("source:7.3", "per-device", r"per-device pSeries-PCI-MSI-0000:00:10.0 domain, index hwirq 0",
+                 marks=pytest.mark.slow),
+])
+def test_pseries_pci_msi_domains_went_per_device_between_6_12_and_7_3(tmp_path, spec, layout, seen):
+    """6.12's pseries has one PCI/MSI domain per host bridge; 7.3's gives each device its own."""
+    path = write_board(tmp_path, _board(pci_msi_layout=layout, scenarios=["domain-layout"]))
+    proc = msiforge("run", str(path), "--kernel", spec, "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (k,) = json.loads((tmp_path / "run" / "results.json").read_text())["kernels"]
+    ktap = (tmp_path / "run" / k["release"] / "ktap.txt").read_text()
+    assert re.search(r"# pci0: PCI/MSI irq \d+: " + seen, ktap), ktap

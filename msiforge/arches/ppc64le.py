@@ -80,6 +80,9 @@ ARCH = Ppc64le(
         "edu_write64": "iowrite64be",
         # Who writes the message the device holds (the guest script reports it).
         "msg_writer": "hypervisor",
+        # The chip of the PCI/MSI domains (domain-layout): the PHB's global one
+        # (6.12), or pSeries-PCI-MSI-<bdf> per device (7.3).
+        "pci_msi_chip": "pSeries-PCI-MSI",
         # The MSI window as the guest script reads a message: "addr_hi/addr_lo".
         "msi_window": f"{SPAPR_MSI_WINDOW >> 32:#010x}/{SPAPR_MSI_WINDOW & 0xffffffff:#010x}",
     },
