@@ -46,6 +46,10 @@ class Arch:
     #: What the guest script calls the board's MSI translation when the arch fixes it
     #: (arm64: the GICv3 ITS); None: the board's ``iommu``.
     guest_iommu: str | None = None
+    #: The -M value of every boot, when the arch fixes it (its options included); None: the board's machine.
+    qemu_machine: str | None = None
+    #: The -cpu model under TCG; None: QEMU's default.
+    cpu_model: str | None = None
     #: Kernel command line words of every boot (after console=, loglevel=, panic=).
     cmdline: tuple[str, ...] = ()
     #: Where the arch is listed among the others (help texts, error messages).
@@ -93,11 +97,13 @@ class Arch:
 
     def machine_arg(self, board: "Board", accel: str) -> str:
         """The -M value of a boot of ``board``."""
-        return board.machine
+        return self.qemu_machine or board.machine
 
     def cpu(self, accel: str) -> list[str]:
         """-cpu options."""
-        return ["-cpu", "host"] if accel == "kvm" else []
+        if accel == "kvm":
+            return ["-cpu", "host"]
+        return ["-cpu", self.cpu_model] if self.cpu_model else []
 
     def iommu_devices(self, board: "Board") -> list[str]:
         """Devices that must come before the board's devices (an IOMMU translates for those after it)."""
@@ -105,7 +111,7 @@ class Arch:
 
     def probe_machine(self) -> list[str]:
         """-M / -cpu of the probe boots (accelerator, clock mode): the arch's default machine."""
-        return ["-M", self.machines[0], *self.cpu("tcg")]
+        return ["-M", self.qemu_machine or self.machines[0], *self.cpu("tcg")]
 
     def finish(self, board: "Board", argv_for) -> list[str]:
         """Options made from the rest of the command line (arm64: the board's device tree).

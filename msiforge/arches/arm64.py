@@ -21,15 +21,6 @@ CPU = "max,pauth-impdef=on"
 
 
 class Arm64(Arch):
-    def machine_arg(self, board, accel: str) -> str:
-        return MACHINE
-
-    def cpu(self, accel: str) -> list[str]:
-        return ["-cpu", CPU]
-
-    def probe_machine(self) -> list[str]:
-        return ["-M", MACHINE, *self.cpu("tcg")]
-
     def finish(self, board, argv_for) -> list[str]:
         # The board's platform devices (msi-parent: the ITS) in QEMU's own device tree.
         from ..vmtests import dtb
@@ -40,6 +31,8 @@ class Arm64(Arch):
 ARCH = Arm64(
     name="arm64",
     machines=("virt",),
+    qemu_machine=MACHINE,
+    cpu_model=CPU,
     qemu="qemu-system-aarch64",
     console="ttyAMA0",
     kernel_arch="arm64",

@@ -34,19 +34,12 @@ class Ppc64le(Arch):
         # kernel warns of "nvram corruption detected: 0-length partition".
         return ["-prom-env", "msiforge=1"]
 
-    def machine_arg(self, board, accel: str) -> str:
-        return MACHINE
-
-    def cpu(self, accel: str) -> list[str]:
-        return ["-cpu", CPU]
-
-    def probe_machine(self) -> list[str]:
-        return ["-M", MACHINE, *self.cpu("tcg")]
-
 
 ARCH = Ppc64le(
     name="ppc64le",
     machines=("pseries",),
+    qemu_machine=MACHINE,
+    cpu_model=CPU,
     qemu="qemu-system-ppc64",
     console="hvc0",
     kernel_arch="powerpc",
