@@ -93,6 +93,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="K/N",
                    help="run only the K-th of N slices of the kernels (every N-th from the K-th), for a matrix "
                         "spread over CI jobs; msiforge merge joins the run directories")
+    p.add_argument("--watch", action="store_true",
+                   help="an edit loop: run, then run again each time the board file or a template changes, "
+                        "printing the table each time (with --out DIR, run N goes to DIR/run-N); a board that "
+                        "no longer validates is one line and the watch goes on; Ctrl-C ends it with the last "
+                        "run's exit status")
+    p.add_argument("--watch-runs", type=int, metavar="N", help=argparse.SUPPRESS)  # tests: stop after N runs
 
     p = sub.add_parser("merge", help="join run directories (the shards of a matrix) into one",
                        description="Re-derive each run directory from its logs, copy its kernels into OUT and write "
@@ -233,12 +239,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: must be 1 or more")
-    board = load_board(board_arg(args))
     shard = runner.parse_shard(args.shard) if args.shard else None
-    result = runner.run(board, args.kernels, args.scenarios, args.out, fault=args.guest_fault,
-                        backend=args.backend, jobs=args.jobs, shard=shard)
-    print_table(result)
-    return 0 if result.passed else 1
+
+    def run_once(n: int | None = None) -> int:
+        board = load_board(board_arg(args))
+        out = args.out / f"run-{n}" if n is not None and args.out is not None else args.out
+        result = runner.run(board, args.kernels, args.scenarios, out, fault=args.guest_fault,
+                            backend=args.backend, jobs=args.jobs, shard=shard)
+        print_table(result)
+        return 0 if result.passed else 1
+
+    if not args.watch:
+        return run_once()
+    from . import watch
+    from .board import board_file
+
+    def watched() -> list[Path]:
+        try:
+            board = [f] if (f := board_file(load_board(board_arg(args)))) else []
+        except InputError:  # a board being edited: watch the file it names
+            ref = board_arg(args)
+            board = [Path(ref)] if ref and Path(ref).suffix in (".yaml", ".yml") else []
+        return board + watch.template_files()
+
+    return watch.loop(run_once, watched, runs=args.watch_runs)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
