@@ -334,15 +334,21 @@ def board_file(board: Board) -> Path | None:
     return path if path.is_file() else shipped_board_file(board.name)
 
 
+def board_source(ref: str | None) -> Path:
+    """The file a board reference names: a path, or a built-in board's file (``None``: ``q35-ims``)."""
+    ref = ref or DEFAULT_BOARD
+    path = Path(ref)
+    if not path.exists() and NAME_RE.match(ref) and (shipped := shipped_board_file(ref)) is not None:
+        return shipped
+    return path
+
+
 def load_board(ref: str | None) -> Board:
     """Load a board by path, or by the name of a board shipped with msiforge.
 
     ``None`` means the default board ``q35-ims``.
     """
     ref = ref or DEFAULT_BOARD
-    path = Path(ref)
-    if not path.exists() and NAME_RE.match(ref):
-        shipped = shipped_board_file(ref)
-        if shipped is not None:
-            return validate(read_yaml(shipped, f"{ref} (built-in board)"), f"{ref} (built-in board)")
-    return validate(read_yaml(path, ref), ref)
+    path = board_source(ref)
+    display = ref if path == Path(ref) else f"{ref} (built-in board)"
+    return validate(read_yaml(path, display), display)

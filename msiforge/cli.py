@@ -252,17 +252,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.watch:
         return run_once()
     from . import watch
-    from .board import board_file
+    from .board import board_source
 
-    def watched() -> list[Path]:
-        try:
-            board = [f] if (f := board_file(load_board(board_arg(args)))) else []
-        except InputError:  # a board being edited: watch the file it names
-            ref = board_arg(args)
-            board = [Path(ref)] if ref and Path(ref).suffix in (".yaml", ".yml") else []
-        return board + watch.template_files()
-
-    return watch.loop(run_once, watched, runs=args.watch_runs)
+    # The file the board names (read, not parsed: a board being edited may not validate).
+    return watch.loop(run_once, lambda: [board_source(board_arg(args)), *watch.template_files()],
+                      runs=args.watch_runs)
 
 
 def cmd_repro(args: argparse.Namespace) -> int:

@@ -47,7 +47,8 @@ def changed(before: dict, after: dict) -> list[Path]:
 
 def loop(run_once: Callable[[int], int], watched: Callable[[], list[Path]], runs: int | None = None,
          interval: float = INTERVAL, sleep: Callable[[float], None] = time.sleep) -> int:
-    """Call ``run_once(n)`` (n = 1, 2, ...) now and after each change of the ``watched()`` files.
+    """Call ``run_once(n)`` (n = 1, 2, ...) now and after each change of the ``watched()`` files
+    (asked for once per run).
 
     ``run_once`` returns the run's exit status; an InputError it raises (a
     board that no longer validates) is printed as one line and counts as
@@ -57,7 +58,8 @@ def loop(run_once: Callable[[int], int], watched: Callable[[], list[Path]], runs
     status, n = 2, 0
     try:
         while True:
-            before = snapshot(watched())
+            paths = watched()  # once per run: the polls below only stat them
+            before = snapshot(paths)
             n += 1
             try:
                 status = run_once(n)
@@ -67,7 +69,7 @@ def loop(run_once: Callable[[int], int], watched: Callable[[], list[Path]], runs
             if runs is not None and n >= runs:
                 return status
             progress.info(f"[dim]watching {len(before)} file(s) (the board and the templates); Ctrl-C ends[/]")
-            while not (what := changed(before, snapshot(watched()))):
+            while not (what := changed(before, snapshot(paths))):
                 sleep(interval)
             shown = ", ".join(str(p) for p in what[:3]) + (f" (+{len(what) - 3} more)" if len(what) > 3 else "")
             progress.info(f"changed: {shown}")
