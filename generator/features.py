@@ -37,6 +37,8 @@ PROBES: dict[str, tuple[str, str]] = {
     # Typed allocators (7.x, backported to 6.12.y): 7.x checkpatch prefers
     # kzalloc_obj(*p) over kzalloc(sizeof(*p), ...).
     "kzalloc_obj": ("include/linux/slab.h", r"#\s*define\s+kzalloc_obj\s*\("),
+    # The vfio-platform-msi series: device-specific MSI handlers for vfio-platform.
+    "vfio_platform_msi": ("include/linux/vfio_platform.h", r"\bvfio_platform_register_msi\s*\("),
 }
 
 
@@ -53,6 +55,7 @@ class Features:
     msi_teardown: bool = False
     kzalloc_obj: bool = False
     msi_msg_set_addr: bool = False
+    vfio_platform_msi: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)

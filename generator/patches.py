@@ -1,8 +1,13 @@
 """Kernel patch series from templates, applied to a pristine source and exported with git.
 
 A series lives in ``templates/patches/<name>/``: ``series.yaml`` (the
-kernel series it supports, the cover letter's subject and text, the patch
-templates in order) and one Jinja template per patch.  A kernel series whose
+kernel series it supports, the cover letter's subject and text, the kernel
+options its builds need, the patch templates in order) and one Jinja
+template per patch.  ``config:`` maps ``CONFIG_X`` to its value for every
+build of the series; a patch given as ``{file: ..., config: {...}}`` adds
+options from that patch on (those its own Kconfig introduces), so building
+each patch in turn (bisecting the series) never asks for an option the tree
+does not have yet.  A kernel series whose
 code differs around a patch has its own version of that template in
 ``<name>/<series>/`` (e.g. ``pci-ims/7.3/0004-vtd-ims.patch.j2``), found
 before the common one: it extends ``common/<template>`` and replaces only the
@@ -62,6 +67,18 @@ class SeriesInfo:
     subject: str
     blurb: str
     patches: tuple[str, ...]  # template file names, in order
+    #: The board arches whose kernels it is for (series.yaml arches:, default x86_64).
+    arches: tuple[str, ...] = ("x86_64",)
+    #: Kernel options every build of the series needs, and those each patch adds (its Kconfig's).
+    config: tuple[tuple[str, str], ...] = ()
+    patch_config: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+    def config_upto(self, n: int) -> tuple[tuple[str, str], ...]:
+        """The options of a build of the first ``n`` patches (the series' own, then each patch's)."""
+        opts = dict(self.config)
+        for extra in self.patch_config[:n]:
+            opts.update(extra)
+        return tuple(opts.items())
 
 
 @dataclass
@@ -91,8 +108,28 @@ def info(name: str) -> SeriesInfo:
     if not path.is_file():
         raise InputError(f"patch series {name!r}: unknown (known: {', '.join(available())})")
     data = yaml.safe_load(path.read_text())
+    files, per_patch = [], []
+    for entry in data["patches"]:
+        if isinstance(entry, dict):
+            files.append(entry["file"])
+            per_patch.append(_options(path, f"patches[{entry['file']}].config", entry.get("config", {})))
+        else:
+            files.append(entry)
+            per_patch.append(())
     return SeriesInfo(name=name, kernels=tuple(str(k) for k in data["kernels"]), subject=data["subject"],
-                      blurb=data["blurb"].strip(), patches=tuple(data["patches"]))
+                      blurb=data["blurb"].strip(), patches=tuple(files),
+                      arches=tuple(data.get("arches", ("x86_64",))),
+                      config=_options(path, "config", data.get("config", {})), patch_config=tuple(per_patch))
+
+
+def _options(path: Path, field: str, options: dict) -> tuple[tuple[str, str], ...]:
+    """A ``config:`` mapping as (CONFIG_X, value) pairs; a malformed one is a BuildError naming it."""
+    out = []
+    for key, value in (options or {}).items():
+        if not re.fullmatch(r"CONFIG_[A-Z0-9_]+", str(key)) or not re.fullmatch(r"[ymn]|\d+|\".*\"", str(value)):
+            raise BuildError(f"{path}: {field}: {key}: {value!r} is not CONFIG_X: y|m|n|number|\"string\"")
+        out.append((str(key), str(value)))
+    return tuple(out)
 
 
 def parse_identity(text: str) -> Identity:
@@ -117,12 +154,15 @@ def default_identity() -> Identity:
     return Identity(name, email) if name and email else Identity("msiforge", "msiforge@localhost")
 
 
-def check_supported(name: str, kernel_series: str) -> SeriesInfo:
-    """The series' info, or a one-line InputError if it does not apply to ``kernel_series``."""
+def check_supported(name: str, kernel_series: str, arch: str | None = None) -> SeriesInfo:
+    """The series' info, or a one-line InputError if it does not apply to ``kernel_series``
+    (or, given, to a board ``arch``)."""
     si = info(name)
     if kernel_series not in si.kernels:
         want = ", ".join(f"source:{k}+{name}" for k in si.kernels)
         raise InputError(f"patch series {name!r} does not support kernel {kernel_series} (use {want})")
+    if arch is not None and arch not in si.arches:
+        raise InputError(f"patch series {name!r} is for {', '.join(si.arches)} boards, not {arch}")
     return si
 
 
@@ -237,9 +277,13 @@ def write_series(source, name: str, out: Path, identity: Identity | None = None,
 
 def checkpatch(source, patch: Path) -> CheckReport:
     """Run the source's own ``scripts/checkpatch.pl --strict`` on one patch file."""
+    import sys
+
     script = source.tree / "scripts" / "checkpatch.pl"
+    # Its SPDX check runs scripts/spdxcheck.py with the python3 on PATH: this one, which has ply and git.
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run([hostprogs.require("perl"), str(script), "--strict", "--show-types", str(patch)],
-                          cwd=source.tree, capture_output=True, text=True, check=False)
+                          cwd=source.tree, capture_output=True, text=True, check=False, env=env)
     m = _TOTAL.search(proc.stdout)
     if not m:
         raise EnvironmentProblem(f"checkpatch.pl gave no summary for {patch.name}: {proc.stdout[-300:]}")

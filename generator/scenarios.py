@@ -28,6 +28,11 @@ the colon, each field at most once, nothing else between ``{#`` and ``#}``:
     one line: what it checks
 ``flavour`` (optional)
     the kernel flavour it is written for: ``rt`` (PREEMPT_RT)
+``devices`` (optional)
+    the device storages it is for, space-separated (e.g. ``platform-msi``):
+    the guest skips the board's other devices, and a board needs one of them
+``arches`` (optional)
+    the board arches it can run on, space-separated (e.g. ``arm64``)
 
 A file that breaks any of this is a :class:`ScenarioError` naming the file
 and the field.  Adding a scenario is adding a file: the board's validation,
@@ -53,8 +58,10 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _ORDER_RE = re.compile(r"^[1-9][0-9]{0,2}$")
 _FIELD_RE = re.compile(r"^# (?P<key>[a-z]+): (?P<value>\S.*)$")
 _REQUIRED = ("scenario", "order", "cpus", "default", "summary")
-_OPTIONAL = ("flavour",)
+_OPTIONAL = ("flavour", "devices", "arches")
 _FLAVOURS = ("rt",)
+#: The device storages a scenario may be for (board.py's storage choices).
+STORAGES = ("ims", "platform-msi", "pci-msi")
 _MAX_SUMMARY = 200
 
 
@@ -73,6 +80,13 @@ class Scenario:
     summary: str
     flavour: str | None
     path: str  # the file, for messages: templates/guest/scenarios/<name>.sh.j2
+    #: The device storages it is for (None: every device), and the board arches (None: all).
+    devices: tuple[str, ...] | None = None
+    arches: tuple[str, ...] | None = None
+
+    def applies_to(self, storages) -> bool:
+        """Whether a board with devices of these storages has one the scenario is for."""
+        return self.devices is None or any(s in self.devices for s in storages)
 
     @property
     def function(self) -> str:
@@ -130,8 +144,16 @@ def parse(text: str, path: str) -> Scenario:
     if flavour is not None and flavour not in _FLAVOURS:
         raise ScenarioError(path, "flavour", f"{flavour!r} is not one of {', '.join(_FLAVOURS)}")
 
+    devices = None
+    if "devices" in fields:
+        devices = tuple(fields["devices"].split())
+        for d in devices:
+            if d not in STORAGES:
+                raise ScenarioError(path, "devices", f"{d!r} is not a device storage ({', '.join(STORAGES)})")
+    arches = tuple(fields["arches"].split()) if "arches" in fields else None
     scenario = Scenario(name=name, order=int(fields["order"]), cpus=int(fields["cpus"]),
-                        default=fields["default"] == "yes", summary=summary, flavour=flavour, path=path)
+                        default=fields["default"] == "yes", summary=summary, flavour=flavour, path=path,
+                        devices=devices, arches=arches)
     body = "\n".join(lines[end + 1:])
     defined = re.findall(r"^(scenario_\w+)\(\) \{", body, re.M)
     if defined != [scenario.function]:

@@ -51,7 +51,9 @@ _TOP_KEYS = {
     "kernels", "devices", "scenarios", "fires", "boot_timeout", "scenario_timeout", "tcg_clock",
     "pci_msi_layout",
 }
-_DEVICE_KEYS = {"name", "emulation", "storage", "slots", "mask", "update", "groups"}
+_DEVICE_KEYS = {"name", "emulation", "storage", "slots", "mask", "update", "groups", "wired_irqs"}
+#: Wired interrupts a platform device may list (its device tree node's "interrupts").
+MAX_WIRED_IRQS = 8
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Device:
     update: str
     groups: tuple[int, ...]
     index: int
+    #: Wired interrupts of a platform-msi device's device tree node (enumerated, never fired).
+    wired_irqs: int = 0
 
     @property
     def pci_slot(self) -> int:
@@ -222,6 +226,17 @@ def _memory_mib(check: _Checker, value: Any) -> int:
     return mib
 
 
+def scenario_mismatch(name: str, devices, arch: str) -> str | None:
+    """Why scenario ``name`` cannot run on a board of ``arch`` with ``devices`` (its header's
+    ``arches`` and ``devices``), or None."""
+    s = _scenarios.by_name()[name]
+    if s.arches is not None and arch not in s.arches:
+        return f"'{name}' runs on {' or '.join(s.arches)} boards, not {arch}"
+    if s.applies_to(d.storage for d in devices):
+        return None
+    return f"'{name}' is for {' or '.join(s.devices or ())} devices; the board has none"
+
+
 def _device(check: _Checker, value: Any, index: int) -> Device:
     where = f"devices[{index}]"
     check.mapping(value, where, _DEVICE_KEYS)
@@ -243,8 +258,12 @@ def _device(check: _Checker, value: Any, index: int) -> Device:
     groups = tuple(check.integer(g, f"{where}.groups[{i}]", 1, MAX_SLOTS) for i, g in enumerate(groups_raw))
     if sum(groups) > slots:
         check.fail(f"{where}.groups", f"group sizes add up to {sum(groups)}, more than the {slots} slots")
+    wired = check.integer(value.get("wired_irqs", 0), f"{where}.wired_irqs", 0, MAX_WIRED_IRQS)
+    if wired and storage != "platform-msi":
+        check.fail(f"{where}.wired_irqs", "only a platform-msi device is a platform device, with wired "
+                   f"interrupts in the device tree (this one is {storage})")
     return Device(name=name, emulation=emulation, storage=storage, slots=slots, mask=mask,
-                  update=update, groups=groups, index=index)
+                  update=update, groups=groups, index=index, wired_irqs=wired)
 
 
 def validate(data: Any, display: str) -> Board:
@@ -292,6 +311,9 @@ def validate(data: Any, display: str) -> Board:
     for i, dev in enumerate(devices):
         if dev.storage not in rec.storages:
             check.fail(f"devices[{i}].storage", f"{dev.storage} cannot work on arch {arch}: {rec.storage_refusal}")
+        if dev.wired_irqs and not rec.device_tree:
+            check.fail(f"devices[{i}].wired_irqs", f"arch {arch} boards have no device tree of msiforge's "
+                       "to describe wired interrupts in")
     seen: set[str] = set()
     for i, dev in enumerate(devices):
         if dev.name in seen:
@@ -308,6 +330,10 @@ def validate(data: Any, display: str) -> Board:
     for needs_two in TWO_CPU_SCENARIOS:
         if needs_two in scenarios and cpus < 2:
             check.fail("scenarios", f"'{needs_two}' moves vectors between CPU0 and CPU1 and needs cpus >= 2")
+    for i, s in enumerate(scen_raw):
+        why = scenario_mismatch(s, devices, arch)
+        if why:
+            check.fail(f"scenarios[{i}]", why)
 
     fires = check.integer(data.get("fires", 3), "fires", 1, 1000)
     boot_timeout = check.integer(data.get("boot_timeout", 120), "boot_timeout", 5, 3600)

@@ -483,7 +483,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"  kernels: {', '.join(k.text for k in b.kernels)}")
     for d in b.devices:
         print(f"  device {d.name}: {d.emulation} at 00:{d.pci_slot:02x}.0, {d.storage}, {d.slots} slot(s), "
-              f"mask {d.mask}, update {d.update}, groups {list(d.groups)}")
+              f"mask {d.mask}, update {d.update}, groups {list(d.groups)}"
+              + (f", {d.wired_irqs} wired IRQ(s)" if d.wired_irqs else ""))
     print(f"  scenarios: {', '.join(b.scenarios)} (fires {b.fires})")
     return 0
 

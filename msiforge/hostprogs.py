@@ -81,6 +81,7 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in [
     _p("zstd", "zstd", "extracting vmlinux from zstd-compressed bzImages (PVH boot)"),
     _p("lz4", "lz4", "extracting vmlinux from lz4-compressed bzImages (PVH boot)", optional=True),
     _p("lzop", "lzop", "extracting vmlinux from lzo-compressed bzImages (PVH boot)", optional=True),
+    _p("rsync", "rsync", "make headers_install: the uapi headers a guest program is built against (vfio-platform)"),
     # The test suite.
     _p("pgrep", "procps", "tests: no QEMU left behind"),
     _p("modinfo", "kmod", "tests: a +in-tree kernel's drivers are Kbuild's (intree=Y)"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import kernels as kern
 from . import plan, progress, reparse, reports
 from . import verdict as verdicts
-from .board import SCENARIOS, TWO_CPU_SCENARIOS, Board
+from .board import SCENARIOS, TWO_CPU_SCENARIOS, Board, scenario_mismatch
 from .cache import atomic_write, cache_root, ensure_entry
 from .errors import BuildError, InputError
 from .generator import render
@@ -42,6 +42,9 @@ def select(board: Board, specs: list[str] | None, scenarios: list[str] | None) -
                 raise InputError(f"--scenario {s!r}: unknown scenario (known: {', '.join(SCENARIOS)})")
             if s in TWO_CPU_SCENARIOS and board.cpus < 2:
                 raise InputError(f"--scenario {s}: board {board.name} has {board.cpus} CPU, needs 2")
+            why = scenario_mismatch(s, board.devices, board.arch)
+            if why:
+                raise InputError(f"--scenario {s}: board {board.name}: {why}")
         board = dataclasses.replace(board, scenarios=tuple(s for s in SCENARIOS if s in scenarios))
     return board, list(dict.fromkeys(specs))
 
@@ -60,7 +63,7 @@ def check_specs(specs: list[str], arch: str = "x86_64") -> list[kern.DebianKerne
     for spec in parsed.values():
         source_kernels.check_spec(spec)  # source: series and tree: paths, without fetching anything
         if spec.kind == "source" and spec.patch_series:
-            patches.check_supported(spec.patch_series, spec.series)
+            patches.check_supported(spec.patch_series, spec.series, arch)
     debian = [s for s, spec in parsed.items() if spec.kind == "debian"]
     if debian and arch != "x86_64":
         # Debian's arm64 headers carry arm64 build tools (fixdep, modpost): modules for those
@@ -107,8 +110,14 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
 
     The modules are cached per kernel release and source content: identical
     sources for the same kernel are built once.  A build failure leaves
-    ``work`` (sources, build.log) for the user to look at.
+    ``work`` (sources, build.log) for the user to look at.  A tree with a
+    guest program (the vfio-platform scenario's) gets it built too, and
+    returned after the modules.
     """
+    from .generator.render import VFIO_PROGRAM
+    from .kmod import userprog
+
+    program = Path(VFIO_PROGRAM).stem
     h = hashlib.sha256(kernel.release.encode())
     for f in sorted(tree.iterdir()):
         if f.suffix in (".c", ".h") or f.name == "Kbuild":
@@ -120,9 +129,12 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
         shutil.copytree(tree, work, ignore=shutil.ignore_patterns("run.sh"))
         for ko in kbuild.build(work, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain).modules:
             shutil.copy2(ko, tmp / ko.name)
+        if (work / f"{program}.c").is_file():
+            userprog.build(work / f"{program}.c", kernel, tmp / program)
 
     ensure_entry(entry, _build)
-    return sorted(entry.glob("*.ko")) + in_tree_modules(tree, kernel)
+    programs = [p for p in [entry / program] if p.is_file()]
+    return sorted(entry.glob("*.ko")) + in_tree_modules(tree, kernel) + programs
 
 
 def in_tree_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:

@@ -227,8 +227,8 @@ def configure(src: Path, obj: Path, localversion: str = "", arch: str = "x86_64"
         (obj / "msiforge-debug.config").write_text(debug_fragment())
         fragments.append(str(obj / "msiforge-debug.config"))
     if extra:
-        (obj / "msiforge-in-tree.config").write_text(extra_fragment(extra))
-        fragments.append(str(obj / "msiforge-in-tree.config"))
+        (obj / "msiforge-options.config").write_text(extra_fragment(extra))
+        fragments.append(str(obj / "msiforge-options.config"))
     _run(_make_cmd(src, obj, localversion, BASE_CONFIG, arch=arch), f"make {BASE_CONFIG}", env=env)
     merge = src / "scripts" / "kconfig" / "merge_config.sh"
     # merge_config.sh runs make itself: ARCH and CROSS_COMPILE reach it through the environment.
@@ -252,8 +252,8 @@ def check_config(obj: Path, arch: str = "x86_64", extra: tuple[tuple[str, str], 
                          + ", ".join(lost))
     lost = missing_options(extra_fragment(extra), config)
     if lost:
-        raise BuildError("the in-tree drivers' options were lost by olddefconfig (their Kconfig "
-                         "'depends on' is not met): " + ", ".join(lost))
+        raise BuildError("the patch series' or the in-tree drivers' options were lost by olddefconfig "
+                         "(their Kconfig 'depends on' is not met): " + ", ".join(lost))
 
 
 # --------------------------------------------------------------------------- building
@@ -269,7 +269,8 @@ class Target:
     series: str  # kernel series, e.g. 6.12 (its pristine source, for series_targets)
     patch_series: str | None = None  # the msiforge patch series on top, if any
     arch: str = "x86_64"  # the board arch it is built for
-    #: +in-tree: the board's drivers are the last commit; their options and modules (under O=).
+    #: Options beyond the fragment: the patch series' (series.yaml config:) and, with +in-tree
+    #: (the board's drivers are the last commit), the drivers'; and the drivers' modules (under O=).
     config: tuple[tuple[str, str], ...] = ()
     in_tree: tuple[str, ...] = ()
     #: +debug: kconfigs/debug.config merged after the board's fragment (a slot of its own).
@@ -290,17 +291,27 @@ def _source_target(spec: KernelSpec, board=None) -> Target:
         commit = patches.series_commit(src, spec.patch_series)
         slot += f"+{spec.patch_series}"
     config, in_tree = (), ()
+    if spec.patch_series:
+        config = patches.info(spec.patch_series).config_upto(len(patches.info(spec.patch_series).patches))
     if spec.in_tree:
         # The slot of the kernel without them: Kbuild rebuilds only what the drivers' options and
         # files touch (a minute, where a slot of its own would compile the whole kernel again).
         commit = intree.add_drivers(src.tree, commit, board, src.kernelversion, spec.patch_series)
-        config = tuple(intree.config_options(board).items())
+        config = merge_options(config, tuple(intree.config_options(board).items()))
         in_tree = tuple(intree.module_path(d) for d in board.devices)
     if spec.debug:
         # Instrumentation changes every object: a debug kernel never shares a slot with a plain one.
         slot += "+debug"
     return Target(spec=spec.text, repo=src.tree, commit=commit, slot=slot, series=src.series,
                   patch_series=spec.patch_series, config=config, in_tree=in_tree, debug=spec.debug)
+
+
+def merge_options(*parts: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Option lists merged in order (a later value wins)."""
+    out: dict[str, str] = {}
+    for part in parts:
+        out.update(part)
+    return tuple(out.items())
 
 
 def check_spec(spec: KernelSpec) -> None:
@@ -372,7 +383,7 @@ def _key(tgt: Target, src: Path) -> str:
         h.update(_git(src, "diff", "HEAD").encode())
         h.update(_git(src, "status", "--porcelain", "--untracked-files=no").encode())
     h.update(BASE_CONFIG.encode() + b"\0" + config_fragment(tgt.arch).encode())
-    if tgt.config:  # keys of kernels without in-tree drivers predate them (and must not change)
+    if tgt.config:  # keys of kernels without extra options predate them (and must not change)
         h.update(b"\0in-tree=" + extra_fragment(tgt.config).encode())
     if tgt.arch != "x86_64":  # x86_64 keys predate arches (and must not change)
         h.update(b"\0arch=" + tgt.arch.encode())
@@ -395,13 +406,21 @@ def series_targets(spec: str | KernelSpec, arch: str = "x86_64", board=None) -> 
     They share the spec's build slot, so building them one after another is
     incremental.  ``board``: for ``+in-tree`` specs (its drivers are the last patch).
     """
+    from .generator import intree, patches
+
     tgt = target(spec, arch, board)
     commits = _git(tgt.repo, "rev-list", "--reverse", f"{pristine(tgt.series).commit}..{tgt.commit}").split()
     n = len(commits)
-    # The in-tree drivers are the last commit: their options (and modules) go with it only.
+    si = patches.info(tgt.patch_series) if tgt.patch_series else None
+    drivers = tuple(intree.config_options(board).items()) if tgt.in_tree else ()
+
+    def config(i: int) -> tuple[tuple[str, str], ...]:
+        # The series' options as of patch i; the in-tree drivers are the last commit: theirs go with it only.
+        return merge_options(si.config_upto(i) if si else (), drivers if i == n else ())
+
     return [Target(spec=f"{tgt.spec} (patch {i}/{n})", repo=tgt.repo, commit=c, slot=tgt.slot,
                    series=tgt.series, patch_series=tgt.patch_series, arch=tgt.arch,
-                   config=tgt.config if i == n else (), in_tree=tgt.in_tree if i == n else (),
+                   config=config(i), in_tree=tgt.in_tree if i == n else (),
                    debug=tgt.debug)
             for i, c in enumerate(commits, 1)]
 

@@ -8,7 +8,13 @@ ITS platform-MSI domain serves it::
     msiforge-pmsi0 {
         compatible = "msiforge,pmsi0";
         msi-parent = <&its 0x0>;     /* the ITS DeviceID of its messages */
+        interrupts = <0 128 4>, ...; /* its wired_irqs: GIC SPIs, level high */
     };
+
+The wired interrupts (a board device's ``wired_irqs``) are only described:
+a driver of the device (vfio-platform) enumerates and requests them, nothing
+raises them.  Device *i* gets SPIs ``128 + 8 * i`` onwards, which QEMU's
+virt machine leaves unused (its own devices sit below 112).
 
 The DeviceID is the one the messages really carry.  The device's storage is
 sent by its edu, whose DMA writes reach GITS_TRANSLATER with
@@ -38,6 +44,15 @@ from ..errors import EnvironmentProblem
 
 #: The ITS DeviceID of a write by the edu's DMA engine (QEMU 7.2, see above).
 EDU_DMA_DEVICE_ID = 0
+#: The first GIC SPI of the wired interrupts of device 0; each device has 8 (board.MAX_WIRED_IRQS).
+WIRED_SPI_BASE = 128
+#: GIC interrupt specifier: SPI, level high (include/dt-bindings/interrupt-controller/arm-gic.h).
+_GIC_SPI, _LEVEL_HIGH = 0, 4
+
+
+def wired_spis(dev) -> list[int]:
+    """The GIC SPIs of a device's wired interrupts."""
+    return [WIRED_SPI_BASE + 8 * dev.index + j for j in range(dev.wired_irqs)]
 
 _ITS_RE = re.compile(r"\bits@[0-9a-f]+ \{\s*phandle = <(0x[0-9a-f]+)>;", re.S)
 
@@ -48,9 +63,14 @@ def nodes(board: Board, its_phandle: str) -> str:
     for dev in board.devices:
         if dev.storage != "platform-msi":
             continue
+        wired = ""
+        if dev.wired_irqs:
+            specs = ", ".join(f"<{_GIC_SPI} {spi} {_LEVEL_HIGH}>" for spi in wired_spis(dev))
+            wired = f"\t\tinterrupts = {specs};\n"
         out.append(f"\tmsiforge-{dev.name} {{\n"
                    f"\t\tcompatible = \"msiforge,{dev.name}\";\n"
                    f"\t\tmsi-parent = <{its_phandle} {EDU_DMA_DEVICE_ID:#x}>;\n"
+                   f"{wired}"
                    f"\t}};\n")
     return "/ {\n" + "".join(out) + "};\n" if out else ""
 

@@ -131,7 +131,9 @@ def build(dest: Path, modules: list[Path], script: Path, busybox: Path | None = 
     arc.add("init", stat.S_IFREG | 0o755, INIT.encode())
     arc.add("run.sh", stat.S_IFREG | 0o755, script.read_bytes())
     for ko in modules:
-        arc.add(f"modules/{ko.name}", stat.S_IFREG | 0o644, ko.read_bytes())
+        # Next to the modules: a scenario's guest program (not a .ko), executable.
+        mode = 0o644 if ko.suffix == ".ko" else 0o755
+        arc.add(f"modules/{ko.name}", stat.S_IFREG | mode, ko.read_bytes())
     dest.write_bytes(arc.finish())
     return dest
 

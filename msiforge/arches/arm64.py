@@ -43,6 +43,7 @@ ARCH = Arm64(
     order=10,
     slot_tag="-arm64",
     guest_iommu="its",
+    device_tree=True,
     # The driver template's data (generator/arch.py; C that differs: templates/module/driver/arch/).
     c={
         "name": "arm64",
