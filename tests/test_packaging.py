@@ -30,5 +30,7 @@ def test_wheel_holds_everything_under_msiforge(tmp_path):
                    "msiforge/templates/module/driver/arch/arm64.c.j2", "msiforge/templates/guest/run.sh.j2",
                    "msiforge/templates/guest/scenarios/deliver.sh.j2",
                    "msiforge/templates/patches/pci-ims/series.yaml", "msiforge/kmod/fault/msiforge_fault.c",
+                   "msiforge/templates/guest/vfio/msiforge-vfio.c", "msiforge/templates/module/vfio/handler.c.j2",
+                   "msiforge/templates/patches/vfio-platform-msi/series.yaml",
                    "msiforge/generator/render.py", "msiforge/vmtests/qemu.py"]:
         assert needed in names, needed

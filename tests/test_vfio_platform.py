@@ -3,7 +3,8 @@
 `make test` boots the board virt-its once on source:6.12+vfio-platform-msi
 and once on the stock source:6.12 (which the arm64 tests build anyway), with
 the scenario vfio-platform: the platform device pmsi0 bound to vfio-platform
-and driven from user space (templates/guest/vfio/msiforge-vfio.c).
+and driven from user space (templates/guest/vfio/msiforge-vfio.c).  `make
+test-all` also runs it on source:7.3+vfio-platform-msi.
 """
 
 from __future__ import annotations
@@ -103,10 +104,11 @@ def _run(tmp_path, spec):
 
 @pytest.mark.vm
 @pytest.mark.build
-def test_vfio_platform_end_to_end(tmp_path):
+@pytest.mark.parametrize("spec", [SPEC, pytest.param("source:7.3+vfio-platform-msi", marks=pytest.mark.slow)])
+def test_vfio_platform_end_to_end(tmp_path, spec):
     """pmsi0 through vfio-platform: 2 wired indexes then the MSI index (count 8, its capability), eventfds on
     vectors 1..4 with exact counts, loopback, mask/unmask, release; then the driver again (step load)."""
-    proc, k, ktap, run_dir = _run(tmp_path, SPEC)
+    proc, k, ktap, run_dir = _run(tmp_path, spec)
     assert proc.returncode == 0, proc.stdout + proc.stderr + ktap
     assert k["verdict"] == "pass"
     (step,) = k["scenarios"]
