@@ -24,8 +24,11 @@
 #define WAIT_MS		2000	/* for an interrupt to reach its eventfd */
 #define QUIET_MS	200	/* then no more may arrive */
 
-/* nolibc has neither eventfd() nor strcat(). */
+/* nolibc has neither eventfd() nor strcat(); 7.x's names its syscall macros __nolibc_. */
 #define EFD_NONBLOCK	O_NONBLOCK
+#ifndef my_syscall2
+#define my_syscall2	__nolibc_syscall2
+#endif
 
 static int eventfd(unsigned int initval, int flags)
 {
