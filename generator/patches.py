@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -277,8 +278,6 @@ def write_series(source, name: str, out: Path, identity: Identity | None = None,
 
 def checkpatch(source, patch: Path) -> CheckReport:
     """Run the source's own ``scripts/checkpatch.pl --strict`` on one patch file."""
-    import sys
-
     script = source.tree / "scripts" / "checkpatch.pl"
     # Its SPDX check runs scripts/spdxcheck.py with the python3 on PATH: this one, which has ply and git.
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

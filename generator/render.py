@@ -38,9 +38,9 @@ DRIVER_HEADER = "module/driver/interface.h.j2"
 TEST_MODULE = "module/harness/test.c.j2"
 #: The vfio-platform MSI handler of a platform-msi device, on kernels with that API (never in-tree).
 VFIO_MODULE = "module/vfio/handler.c.j2"
-#: What the edu macros need to know of it: it keeps the storage; the edu's DMA is polled.
 #: The user-space half of the vfio-platform scenario, put in a tree with a vfio handler (built by kmod/userprog.py).
 VFIO_PROGRAM = "guest/vfio/msiforge-vfio.c"
+#: What the edu macros need to know of the handler: it keeps the storage; the edu's DMA is polled.
 VFIO_BACKEND = feat.Backend("vfio-platform", stored=True, dma_msi=False, chip_ops=False, own_domain=False,
                             group_ids=False)
 GUEST_TEMPLATE = "guest/run.sh.j2"

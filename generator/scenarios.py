@@ -60,7 +60,7 @@ _FIELD_RE = re.compile(r"^# (?P<key>[a-z]+): (?P<value>\S.*)$")
 _REQUIRED = ("scenario", "order", "cpus", "default", "summary")
 _OPTIONAL = ("flavour", "devices", "arches")
 _FLAVOURS = ("rt",)
-#: The device storages a scenario may be for (board.py's storage choices).
+#: The device storages (a board device's storage choices, and what a scenario may be for).
 STORAGES = ("ims", "platform-msi", "pci-msi")
 _MAX_SUMMARY = 200
 

@@ -245,7 +245,7 @@ def _device(check: _Checker, value: Any, index: int) -> Device:
     name = check.string(value["name"], f"{where}.name", DEVICE_NAME_RE,
                         "a C identifier matching [a-z][a-z0-9_]{0,15}")
     emulation = check.choice(value.get("emulation", "edu"), f"{where}.emulation", ("edu",))
-    storage = check.choice(value.get("storage", "ims"), f"{where}.storage", ("ims", "platform-msi", "pci-msi"))
+    storage = check.choice(value.get("storage", "ims"), f"{where}.storage", _scenarios.STORAGES)
     default_slots = 1 if storage == "pci-msi" else 32
     slots = check.integer(value.get("slots", default_slots), f"{where}.slots", 1, MAX_SLOTS)
     if storage == "pci-msi" and slots != 1:

@@ -292,7 +292,8 @@ def _source_target(spec: KernelSpec, board=None) -> Target:
         slot += f"+{spec.patch_series}"
     config, in_tree = (), ()
     if spec.patch_series:
-        config = patches.info(spec.patch_series).config_upto(len(patches.info(spec.patch_series).patches))
+        si = patches.info(spec.patch_series)
+        config = si.config_upto(len(si.patches))
     if spec.in_tree:
         # The slot of the kernel without them: Kbuild rebuilds only what the drivers' options and
         # files touch (a minute, where a slot of its own would compile the whole kernel again).
