@@ -94,8 +94,16 @@ def test_series_checkpatch_clean(series):
         assert (r.errors, r.warnings, r.checks) == (0, 0, 0), r.output
 
 
+#: make test builds every patch of one series: pci-ims on 6.12, on top of the patched kernel the DKMS test
+#: builds (ccache).  The others (platform-msi-group on 6.1, the arm64 cross build of vfio-platform-msi) are
+#: the same capability on other trees and run in make test-all: they cost 6-7 minutes of a cold make test.
+PER_PATCH_IN_MAKE_TEST = {("pci-ims", "6.12")}
+
+
 @pytest.mark.build
-@pytest.mark.parametrize("name,kernel", _params(SERIES))
+@pytest.mark.parametrize("name,kernel", [
+    pytest.param(n, k, id=f"{n}-{k}", marks=[] if (n, k) in PER_PATCH_IN_MAKE_TEST else [pytest.mark.slow])
+    for n, k in SERIES])
 def test_every_patch_builds(name, kernel):
     """Bisectable: the kernel builds (with the board config) after each patch, incrementally in one slot."""
     arch = patches.info(name).arches[0]
