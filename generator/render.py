@@ -310,3 +310,21 @@ def generate(board: Board, kernels: list[KernelTarget], out: Path, the_plan=None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {k.release: out / k.release for k in kernels}
+
+
+def add_tree(board: Board, kernel: KernelTarget, out: Path, the_plan=None) -> Path:
+    """Render one kernel's tree into ``out/<release>`` beside trees already there (a matrix adds
+    each kernel's tree as that kernel arrives); the tree appears whole or not at all."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kernel.release}.", dir=out))
+    try:
+        render_tree(environment(), board, kernel, tmp / "tree",
+                    the_plan.kernel(kernel.release) if the_plan else None, False)
+        dest = out / kernel.release
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(tmp / "tree", dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

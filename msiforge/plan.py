@@ -129,7 +129,7 @@ def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cach
     be = backends.get(backend)
     image, how = be.image(board, kernel, accel, icount, cache)
     return BootPlan(backend=backend, accel=Choice(accel.name, accel.reason), clock=clock,
-                    image=Choice(str(image), how), cmdline=be.cmdline(board, fault))
+                    image=Choice(str(image), how), cmdline=be.cmdline(board, fault, accel))
 
 
 def make(board: Board, kernels: list, accel=None, backend: str = "qemu", fault: str | None = None,

@@ -11,6 +11,8 @@ import os
 import re
 import shlex
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import kernels as kern
@@ -86,6 +88,39 @@ def obtain(spec: str, available: list[kern.DebianKernel], arch: str = "x86_64",
     from . import source_kernels
 
     return source_kernels.build(spec, arch, board)
+
+
+def _obtained(specs: list[str], available: list[kern.DebianKernel], board: Board) -> Iterator[kern.Kernel]:
+    """The kernels of ``specs`` in order, each as soon as it is fetched or built; a thread obtains
+    the next ones meanwhile.  A failure is raised where that kernel would have come."""
+    import queue
+
+    if len(specs) == 1:
+        yield obtain(specs[0], available, board.arch, board)
+        return
+    ready: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def producer() -> None:
+        for s in specs:
+            if stop.is_set():
+                return
+            try:
+                ready.put((obtain(s, available, board.arch, board), None))
+            except BaseException as exc:  # handed to the consumer, which raises it
+                ready.put((None, exc))
+                return
+
+    # A daemon: an interrupted run does not wait for a download (the cache never trusts a half one).
+    threading.Thread(target=producer, name="msiforge-fetch", daemon=True).start()
+    try:
+        for _ in specs:
+            k, exc = ready.get()
+            if exc is not None:
+                raise exc
+            yield k
+    finally:
+        stop.set()
 
 
 def new_run_dir(board: Board, out: Path | None) -> Path:
@@ -273,36 +308,57 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")
     run_id, started = new_run_id(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    fetched = []
-    for s in specs:
-        fetched.append(obtain(s, available, board.arch, board))
-    with progress.step("probe the accelerator"):
-        accel = qemu.choose_accel(board.accel, fetched[0].vmlinuz, cache_root() / "probes")
-    progress.info(f"accelerator: {accel.describe()}")
-    with progress.step("plan: strategies, clock mode and boot image per kernel"):
-        the_plan = plan.make(board, fetched, accel, backend, fault, cache_root())
-    atomic_write(run_dir / "plan.json", json.dumps(the_plan.to_json(), indent=2) + "\n")
-    with progress.step(f"generate {len(board.devices)} driver(s) x {len(fetched)} kernel(s)"):
-        trees = render.generate(board, [render.target_for(k) for k in fetched], run_dir / "gen", the_plan)
-    result = RunResult(board=board.name, run_dir=run_dir, accel=accel.describe(), run_id=run_id, started=started,
+    result = RunResult(board=board.name, run_dir=run_dir, accel="", run_id=run_id, started=started,
                        shard=f"{shard[0]}/{shard[1]}" if shard else "", matrix=matrix, fault=fault or "")
     # The board as this run read it: a reproducer bundle (msiforge repro) reruns exactly this.
     atomic_write(run_dir / "board.yaml", board_yaml(board))
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(fetched)))
-    if jobs > 1:
-        progress.live(False)  # several steps at once: plain lines, no spinner
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(specs)))
+    if len(specs) > 1:
+        progress.live(False)  # fetches and boots overlap: plain lines, no spinner
+    kplans: dict[int, plan.KernelPlan] = {}
+    plan_lock = threading.Lock()
+    futures: list[concurrent.futures.Future] = []
 
-    def one(k: kern.Kernel) -> KernelResult:
+    def one(i: int, k: kern.Kernel) -> KernelResult:
+        # Planning probes boot the kernel (-icount, PVH): it runs in the pool, so --jobs N
+        # also bounds those boots.
+        with progress.step(f"plan {k.release}: strategies, clock mode and boot image"):
+            kplan = plan.make(board, [k], accel, backend, fault, cache_root()).kernels[0]
+        with plan_lock:
+            kplans[i] = kplan
+            the_plan = plan.Plan(board=board.name, board_path=board.path, arch=board.arch, machine=board.machine,
+                                 kernels=tuple(kplans[j] for j in sorted(kplans)))
+            atomic_write(run_dir / "plan.json", json.dumps(the_plan.to_json(), indent=2) + "\n")
+        with progress.step(f"generate {len(board.devices)} driver(s) for {k.release}"):
+            tree = render.add_tree(board, render.target_for(k), run_dir / "gen", the_plan)
         kdir = run_dir / k.release
         kdir.mkdir(parents=True, exist_ok=True)
-        kr = boot_kernel(board, k, trees[k.release], kdir, accel, fault, backend, the_plan.kernel(k.release))
+        kr = boot_kernel(board, k, tree, kdir, accel, fault, backend, kplan)
         kr.board = board.name
+        progress.info(f"verdict {k.spec} ({k.release}): {kr.verdict}")
         return kr
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(one, k) for k in fetched]
-        for fut in futures:  # results keep the order of the kernels asked for
-            result.kernels.append(fut.result())
+    def collect(block: bool) -> None:
+        # Results keep the order of the kernels asked for; results.json grows as they come.
+        while len(result.kernels) < len(futures) and (block or futures[len(result.kernels)].done()):
+            result.kernels.append(futures[len(result.kernels)].result())
             write_json(result, run_dir / "results.json")
+
+    # Stages overlap: the next kernel is fetched (or built) while earlier ones boot,
+    # so a matrix's first verdict comes after one kernel's fetch, not after all of them.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            for i, k in enumerate(_obtained(specs, available, board)):
+                if i == 0:
+                    with progress.step("probe the accelerator"):
+                        accel = qemu.choose_accel(board.accel, k.vmlinuz, cache_root() / "probes")
+                    progress.info(f"accelerator: {accel.describe()}")
+                    result.accel = accel.describe()
+                futures.append(pool.submit(one, i, k))
+                collect(block=False)
+        except Exception:
+            collect(block=True)  # a later kernel's fetch failed: the ones that booted keep their results
+            raise
+        collect(block=True)
     reports.write_all(result, board.path)
     return result

@@ -42,7 +42,8 @@ class Backend:
         """What the guest boots, and how (cached probes)."""
         return kernel.vmlinuz, "the kernel's image"
 
-    def cmdline(self, board, fault: str | None) -> str:
+    def cmdline(self, board, fault: str | None, accel) -> str:
+        """The kernel command line of a boot of ``board`` under ``accel`` (a qemu.Accel)."""
         raise NotImplementedError
 
     def command(self, board, boot, tree: Path, kdir: Path, modules: list[Path]) -> tuple[list[str], dict | None]:
@@ -61,10 +62,10 @@ class Qemu(Backend):
             return qemu.boot_image(kernel.vmlinuz, accel, icount, cache)
         return kernel.vmlinuz, arches.get(board.arch).image.rsplit("/", 1)[-1]  # Image, vmlinux
 
-    def cmdline(self, board, fault):
+    def cmdline(self, board, fault, accel):
         from . import qemu
 
-        return qemu.kernel_cmdline(fault, board.arch)
+        return qemu.kernel_cmdline(fault, board.arch, accel.name)
 
     def command(self, board, boot, tree, kdir, modules):
         from ..kmod import build as kbuild
@@ -92,10 +93,10 @@ class Vng(Backend):
     def image(self, board, kernel, accel, icount, cache):
         return kernel.vmlinuz, "bzImage, booted by virtme-ng"
 
-    def cmdline(self, board, fault):
+    def cmdline(self, board, fault, accel):
         from . import vng
 
-        return vng.APPEND
+        return vng.append(board.arch, accel.name)
 
     def command(self, board, boot, tree, kdir, modules):
         from . import qemu, vng

@@ -40,6 +40,12 @@ _PROBE_INIT = """#!/bin/busybox sh
 """
 
 
+def _probe_append(arch: str, accel: str) -> str:
+    """The kernel command line of a probe boot: quiet, and the words a real boot under ``accel`` has."""
+    rec = arches.get(arch)
+    return " ".join([f"console={rec.console}", "loglevel=3", "panic=-1", *rec.boot_words(accel)])
+
+
 def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
                 arch: str = "x86_64") -> tuple[int, str, float]:
     """Boot ``kernel`` to a trivial init; return (outcome index, what was seen, seconds).
@@ -56,7 +62,8 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
         initrd = initramfs.build_minimal(Path(tmp) / "probe.cpio", _PROBE_INIT, initramfs.busybox_for(arch))
         argv = [qemu_binary(arch), *accel_args, "-m", "256M", "-nodefaults", "-no-user-config",
                 "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
-                "-initrd", str(initrd), "-append", f"console={arches.get(arch).console} loglevel=3 panic=-1"]
+                "-initrd", str(initrd), "-append",
+                _probe_append(arch, accel_args[accel_args.index("-accel") + 1])]
         start = time.monotonic()
         child = console.spawn(argv, encoding="utf-8", codec_errors="replace", timeout=timeout)
         try:
@@ -77,7 +84,9 @@ def _probe_entry(kind: str, kernel: Path, cache_dir: Path, per_boot: bool, arch:
 
     st = Path(qemu_binary(arch)).stat()
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip() if per_boot else ""
-    key = f"{kernel.resolve()}:{kernel.stat().st_size}:{st.st_size}:{st.st_mtime}:{boot}"
+    # The command line is part of the answer: a probe of other boot words is asked again.
+    append = _probe_append(arch, "kvm" if kind == "kvm" else "tcg")
+    key = f"{kernel.resolve()}:{kernel.stat().st_size}:{st.st_size}:{st.st_mtime}:{boot}:{append}"
     return cache_dir / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
@@ -226,7 +235,7 @@ def tcg_timing() -> list[str]:
     return ["-icount", "shift=auto,sleep=off"]
 
 
-def kernel_cmdline(fault: str | None = None, arch: str = "x86_64") -> str:
+def kernel_cmdline(fault: str | None = None, arch: str = "x86_64", accel: str = "tcg") -> str:
     """The guest kernel command line (fixed; nothing from the board reaches it).
 
     loglevel=5 keeps informational messages off the console but shows
@@ -234,7 +243,7 @@ def kernel_cmdline(fault: str | None = None, arch: str = "x86_64") -> str:
     QEMU exit on a panic.  ``fault`` is for the harness's own tests.
     """
     rec = arches.get(arch)
-    parts = [f"console={rec.console}", "loglevel=5", "panic=-1", *rec.cmdline]
+    parts = [f"console={rec.console}", "loglevel=5", "panic=-1", *rec.boot_words(accel)]
     if fault == "hang-hard":
         parts[0] = f"console={rec.console}9"  # no such port: the guest says nothing at all
     if fault:

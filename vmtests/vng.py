@@ -19,8 +19,14 @@ from ..board import Board
 from .qemu import Accel, tcg_timing
 
 
-#: The kernel command line vng adds to its own.
+#: The kernel command line vng adds to its own (and the arch's TCG words: ``append``).
 APPEND = "loglevel=5 panic=-1"
+
+
+def append(arch: str, accel: str) -> str:
+    """What vng's --append gets under ``accel``: the arch's TCG words (the clock probe's answer
+    depends on them), not the qemu backend's speed-ups (virtme-ng boots as virtme-ng does)."""
+    return " ".join([APPEND, *(arches.get(arch).tcg_cmdline if accel == "tcg" else ())])
 
 
 def vng_path() -> tuple[str, dict[str, str]]:
@@ -41,7 +47,7 @@ def command(board: Board, accel: Accel, kernel: Path, tree: Path,
     qemu_opts += arch.iommu_devices(board) + arches.device_args(board)
     argv = [exe, "--run", str(kernel), "--disable-microvm", "--verbose",
             "--cpus", str(board.cpus), "--memory", f"{board.memory_mib}M",
-            "--qemu-opts", " ".join(qemu_opts), "--append", APPEND,
+            "--qemu-opts", " ".join(qemu_opts), "--append", append(board.arch, accel.name),
             "--exec", f"MODDIR={shlex.quote(str(moddir or tree))} sh {shlex.quote(str(tree / 'run.sh'))}"]
     if accel.name != "kvm":
         argv.insert(3, "--disable-kvm")

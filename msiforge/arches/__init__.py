@@ -52,6 +52,8 @@ class Arch:
     cpu_model: str | None = None
     #: Kernel command line words of every boot (after console=, loglevel=, panic=).
     cmdline: tuple[str, ...] = ()
+    #: Words added under TCG only (what holds for QEMU's emulated CPUs, not for a real one under KVM).
+    tcg_cmdline: tuple[str, ...] = ()
     #: Where the arch is listed among the others (help texts, error messages).
     order: int = 50
     #: The device storages a board of this arch may use, and why the others are refused.
@@ -110,6 +112,10 @@ class Arch:
     def iommu_devices(self, board: "Board") -> list[str]:
         """Devices that must come before the board's devices (an IOMMU translates for those after it)."""
         return []
+
+    def boot_words(self, accel: str) -> tuple[str, ...]:
+        """The arch's kernel command line words of a boot under ``accel`` (kvm | tcg)."""
+        return self.cmdline + (self.tcg_cmdline if accel == "tcg" else ())
 
     def probe_machine(self) -> list[str]:
         """-M / -cpu of the probe boots (accelerator, clock mode): the arch's default machine."""
