@@ -323,11 +323,11 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
         # Planning probes boot the kernel (-icount, PVH): it runs in the pool, so --jobs N
         # also bounds those boots.
         with progress.step(f"plan {k.release}: strategies, clock mode and boot image"):
-            kplan = plan.make(board, [k], accel, backend, fault, cache_root()).kernels[0]
+            own = plan.make(board, [k], accel, backend, fault, cache_root())
+        kplan = own.kernels[0]
         with plan_lock:
             kplans[i] = kplan
-            the_plan = plan.Plan(board=board.name, board_path=board.path, arch=board.arch, machine=board.machine,
-                                 kernels=tuple(kplans[j] for j in sorted(kplans)))
+            the_plan = dataclasses.replace(own, kernels=tuple(kplans[j] for j in sorted(kplans)))
             atomic_write(run_dir / "plan.json", json.dumps(the_plan.to_json(), indent=2) + "\n")
         with progress.step(f"generate {len(board.devices)} driver(s) for {k.release}"):
             tree = render.add_tree(board, render.target_for(k), run_dir / "gen", the_plan)

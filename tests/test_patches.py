@@ -17,8 +17,10 @@ SERIES = [(name, k) for name in patches.available() for k in patches.info(name).
 SLOW_KERNELS = {"7.3"}
 
 
-def _params(pairs):
-    return [pytest.param(n, k, id=f"{n}-{k}", marks=[pytest.mark.slow] if k in SLOW_KERNELS else [])
+def _params(pairs, in_make_test=None):
+    """One param per (series, kernel); slow on SLOW_KERNELS, and outside ``in_make_test`` when given."""
+    return [pytest.param(n, k, id=f"{n}-{k}", marks=[pytest.mark.slow] if k in SLOW_KERNELS or (
+        in_make_test is not None and (n, k) not in in_make_test) else [])
             for n, k in pairs]
 
 
@@ -101,9 +103,7 @@ PER_PATCH_IN_MAKE_TEST = {("pci-ims", "6.12")}
 
 
 @pytest.mark.build
-@pytest.mark.parametrize("name,kernel", [
-    pytest.param(n, k, id=f"{n}-{k}", marks=[] if (n, k) in PER_PATCH_IN_MAKE_TEST else [pytest.mark.slow])
-    for n, k in SERIES])
+@pytest.mark.parametrize("name,kernel", _params(SERIES, PER_PATCH_IN_MAKE_TEST))
 def test_every_patch_builds(name, kernel):
     """Bisectable: the kernel builds (with the board config) after each patch, incrementally in one slot."""
     arch = patches.info(name).arches[0]
