@@ -103,20 +103,23 @@ def test_hotplug_fails_when_the_interrupts_are_not_counted_on_cpu0(tmp_path, mon
     from msiforge.generator import render
 
     counted = "\tatomic_inc(&s->hits[raw_smp_processor_id()]);\n"
-    real_generate = render.generate
+    real_add_tree = render.add_tree
+    sabotaged = []
 
-    def generate_sabotaged(*args, **kwargs):
-        trees = real_generate(*args, **kwargs)
-        for tree in trees.values():
-            ims0 = tree / "msiforge_ims0_test.c"  # the test handler is the test module's
-            text = ims0.read_text()
-            assert counted in text
-            ims0.write_text(text.replace(counted, "\tatomic_inc(&s->hits[raw_smp_processor_id() ^ 1]);\n", 1))
-        return trees
+    def add_tree_sabotaged(*args, **kwargs):
+        tree = real_add_tree(*args, **kwargs)
+        ims0 = tree / "msiforge_ims0_test.c"  # the test handler is the test module's
+        text = ims0.read_text()
+        assert counted in text
+        ims0.write_text(text.replace(counted, "\tatomic_inc(&s->hits[raw_smp_processor_id() ^ 1]);\n", 1))
+        sabotaged.append(tree)
+        return tree
 
-    monkeypatch.setattr(render, "generate", generate_sabotaged)
+    # The runner renders each kernel's tree as that kernel arrives (render.add_tree).
+    monkeypatch.setattr(render, "add_tree", add_tree_sabotaged)
     run_dir = tmp_path / "run"
     result = runner.run(load_board(None), ["debian:6.12.117+deb12"], ["hotplug"], run_dir)
+    assert len(sabotaged) == 1, "the runner did not render through render.add_tree"
     assert not result.passed
     k = json.loads((run_dir / "results.json").read_text())["kernels"][0]
     (hotplug,) = k["scenarios"]
