@@ -93,6 +93,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="K/N",
                    help="run only the K-th of N slices of the kernels (every N-th from the K-th), for a matrix "
                         "spread over CI jobs; msiforge merge joins the run directories")
+    p.add_argument("--cold", action="store_true",
+                   help="boot every kernel.  By default an x86 guest under TCG starts warm: the first run of "
+                        "a kernel and machine saves the booted guest (init running, no msiforge module loaded) "
+                        "in the cache on the way, later runs resume it and hand it the modules and the script "
+                        "over its console; a changed kernel, QEMU or machine saves a new one")
     p.add_argument("--watch", action="store_true",
                    help="an edit loop: run, then run again each time the board file or a template changes, "
                         "printing the table each time (with --out DIR, run N goes to DIR/run-N); a board that "
@@ -183,11 +188,13 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print what a run would do on each kernel, and why",
                        description="Fetch (or build) each kernel, probe its headers and the machine, and print the "
                        "plan a run would execute: per device the driver strategy and why, the accelerator and why, "
-                       "the clock mode, the boot image and kernel command line, the scenarios.  Nothing is "
-                       "generated or booted (the probe boots are cached).")
+                       "the clock mode, the boot image and kernel command line, whether the guest starts warm "
+                       "(from a snapshot) or cold, the scenarios.  Nothing is generated or booted (the probe boots "
+                       "are cached).")
     _add_board(p)
     _add_kernels(p)
     p.add_argument("--backend", choices=["qemu", "vng"], default="qemu", help="the backend to plan for")
+    p.add_argument("--cold", action="store_true", help="plan for msiforge run --cold")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     p = sub.add_parser("parse", help="re-derive the verdicts of a saved run from its logs, offline",
@@ -245,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         board = load_board(board_arg(args))
         out = args.out / f"run-{n}" if n is not None and args.out is not None else args.out
         result = runner.run(board, args.kernels, args.scenarios, out, fault=args.guest_fault,
-                            backend=args.backend, jobs=args.jobs, shard=shard)
+                            backend=args.backend, jobs=args.jobs, shard=shard, cold=args.cold)
         print_table(result)
         return 0 if result.passed else 1
 
@@ -365,7 +372,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     available = runner.check_specs(specs, board.arch)
     kernels = [runner.obtain(s, available, board.arch, board) for s in specs]
     accel = qemu.choose_accel(board.accel, kernels[0].vmlinuz, cache_root() / "probes")
-    the_plan = plan.make(board, kernels, accel, args.backend, None, cache_root())
+    the_plan = plan.make(board, kernels, accel, args.backend, None, cache_root(), args.cold)
     if args.json:
         print(json.dumps(the_plan.to_json(), indent=2))
     else:

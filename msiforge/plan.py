@@ -51,6 +51,8 @@ class BootPlan:
     clock: Choice  # icount | real-time (TCG only; KVM: host)
     image: Choice  # what -kernel gets, and how it boots (PVH, bzImage, Image)
     cmdline: str
+    #: warm: resumed from a snapshot of the booted base guest (vmtests/snapshot.py); cold: booted.
+    start: Choice = Choice("cold", "")
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,23 @@ def compiler_choice(kernel) -> Choice:
     return Choice(tc.describe(), tc.why)
 
 
-def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cache: Path) -> BootPlan:
+def start_choice(board: Board, accel, backend: str, cold: bool) -> Choice:
+    """Whether a boot resumes a warm snapshot or boots, and why (pure)."""
+    arch = arches.get(board.arch)
+    if cold:
+        return Choice("cold", "--cold: booted")
+    if backend != "qemu":
+        return Choice("cold", f"the {backend} backend boots the host's root filesystem: no snapshot")
+    if not arch.snapshots:
+        return Choice("cold", f"warm snapshots are not verified on {arch.name} guests yet")
+    if accel.name != "tcg":
+        return Choice("cold", "warm snapshots are verified under TCG only")
+    return Choice("warm", "the first run of this kernel and machine saves the booted guest at its ready "
+                          "point, later runs resume it (--cold boots)")
+
+
+def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cache: Path,
+              cold: bool = False) -> BootPlan:
     """How ``kernel`` (a fetched or built ``kernels.Kernel``) boots: runs the cached clock and image probes."""
     from .vmtests import backends, qemu
 
@@ -128,16 +146,19 @@ def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cach
         clock = Choice("real-time", "real-time clocks (the board's tcg_clock)")
     be = backends.get(backend)
     image, how = be.image(board, kernel, accel, icount, cache)
+    start = start_choice(board, accel, backend, cold)
+    # A snapshot's command line is the one it was saved with: a resumed guest gets its fault with the payload.
+    cmdline = be.cmdline(board, None if start.value == "warm" else fault, accel)
     return BootPlan(backend=backend, accel=Choice(accel.name, accel.reason), clock=clock,
-                    image=Choice(str(image), how), cmdline=be.cmdline(board, fault, accel))
+                    image=Choice(str(image), how), cmdline=cmdline, start=start)
 
 
 def make(board: Board, kernels: list, accel=None, backend: str = "qemu", fault: str | None = None,
-         cache: Path | None = None) -> Plan:
+         cache: Path | None = None, cold: bool = False) -> Plan:
     """The plan of ``board`` on ``kernels`` (``kernels.Kernel``); with ``accel``, how each boots too."""
     kplans = []
     for k in kernels:
-        boot = boot_plan(board, k, accel, backend, fault, cache) if accel is not None else None
+        boot = boot_plan(board, k, accel, backend, fault, cache, cold) if accel is not None else None
         kplans.append(kernel_plan(board, k.spec, k.release, feat.probe(k.header_dirs), k.patch_series, boot,
                                   compiler_choice(k), getattr(k, "suite", "")))
     return Plan(board=board.name, board_path=board.path, arch=board.arch, machine=board.machine,
@@ -162,5 +183,6 @@ def describe(plan: Plan) -> list[str]:
             lines.append(f"  clock {b.clock.value}: {b.clock.why}")
             lines.append(f"  image {b.image.value} ({b.image.why})")
             lines.append(f"  command line: {b.cmdline}")
+            lines.append(f"  start {b.start.value}: {b.start.why}")
         lines.append(f"  scenarios: {', '.join(k.scenarios)}")
     return lines

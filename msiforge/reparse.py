@@ -44,7 +44,7 @@ def kernel_result(kdir: Path, events: Events, spec: str, timing: str = "",
                         ktap_log=str(kdir / "ktap.txt") if (kdir / "ktap.txt").is_file() else "",
                         scenarios=decision.scenarios, board=board,
                         build_log=str(build_log) if failed and build_log.is_file() else "",
-                        directory=str(kdir))
+                        directory=str(kdir), start=events.start)
 
 
 def reparse(run_dir: Path) -> tuple[RunResult, list[str]]:

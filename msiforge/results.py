@@ -35,6 +35,7 @@ class KernelResult:
     build_log: str = ""  # the modules' build log, when they did not build
     directory: str = ""  # its directory in the run directory
     run_id: str = ""  # the run that tested it, when it differs from the directory's (a merged shard)
+    start: str = ""  # cold (booted), saved (booted, saving its warm snapshot) or resumed (from one)
 
     @property
     def passed(self) -> bool:

@@ -238,17 +238,63 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     except BuildError as exc:
         events = record_build_failure(board, kdir, str(exc))
         return kernel_result(kernel.spec, kdir, events)
-    argv, env = backends.get(boot.backend).command(board, boot, tree, kdir, modules)
-    (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
     how = f", {boot.clock.value}" if boot.accel.value == "tcg" else ""
     title = (f"boot {kernel.release} ({boot.backend}, {boot.accel.value.upper()}{how}, {boot.image.why}) "
              f"and run {', '.join(board.scenarios)}")
-    with progress.step(title):
-        events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
-                               list(board.scenarios), env=env, cpus=board.cpus)
+    events = None
+    if boot.start.value == "warm":
+        events = _resume_warm(board, kernel, boot, tree, kdir, modules, fault, title)
+    if events is None:
+        if boot.start.value == "warm":  # the snapshot could not be used: a cold boot, with the fault on its command line
+            boot = dataclasses.replace(boot, cmdline=backends.get(boot.backend).cmdline(
+                board, fault, qemu.Accel(boot.accel.value, boot.accel.why)))
+        argv, env = backends.get(boot.backend).command(board, boot, tree, kdir, modules)
+        (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
+        with progress.step(title):
+            events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
+                                   list(board.scenarios), env=env, cpus=board.cpus)
     write_events(events, kdir)
     timing = boot.clock.why if boot.accel.value == "tcg" else ""
     return kernel_result(kernel.spec, kdir, events, timing)
+
+
+def _resume_warm(board: Board, kernel: kern.Kernel, boot: plan.BootPlan, tree: Path, kdir: Path,
+                 modules: list[Path], fault: str | None, title: str) -> verdicts.Events | None:
+    """Run the scenarios in a guest resumed from the kernel's warm snapshot, or in one that saves it.
+
+    The first warm run of a kernel and machine boots the base guest and saves
+    it at its ready point on the way (a pause, not a boot); later runs resume
+    it.  None when a snapshot does not resume (a state QEMU refuses, a payload
+    that does not arrive): it is removed from the cache and the caller boots
+    cold.
+    """
+    from .vmtests import snapshot
+
+    base_argv, payload = backends.get(boot.backend).warm(board, boot, tree, kdir, modules)
+    snap = snapshot.lookup(base_argv, cache_root())
+    if snap is None:
+        handover = snapshot.SaveFirst(base_argv, cache_root(), payload, fault, board.boot_timeout)
+        how, prefix = " (warm: saving its snapshot)", ""
+    else:
+        handover = snapshot.Resume(snap, payload, fault, board.boot_timeout)
+        how, prefix = " (warm)", snap.boot_log
+    argv = handover.argv(base_argv)
+    (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
+    try:
+        with progress.step((title.replace("boot ", "resume ", 1) if snap else title) + how):
+            events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
+                                   list(board.scenarios), cpus=board.cpus, handover=handover, log_prefix=prefix)
+    except snapshot.Unusable as exc:
+        if snap is not None:
+            snap.discard()
+        progress.info(f"warm start of {kernel.release} failed ({exc}): booting cold")
+        (kdir / "warm-failed.txt").write_text(f"{exc}\n")
+        if (kdir / "console.log").exists():  # kept for a look at what went wrong
+            os.replace(kdir / "console.log", kdir / "warm-console.log")
+        return None
+    if getattr(handover, "save_error", ""):
+        progress.info(f"no warm snapshot of {kernel.release} was saved: {handover.save_error}")
+    return events
 
 
 def board_yaml(board: Board) -> str:
@@ -281,13 +327,14 @@ def shard_of(items: list, shard: tuple[int, int]) -> list:
 
 def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | None = None,
         out: Path | None = None, fault: str | None = None, backend: str = "qemu",
-        jobs: int | None = None, shard: tuple[int, int] | None = None) -> RunResult:
+        jobs: int | None = None, shard: tuple[int, int] | None = None, cold: bool = False) -> RunResult:
     """Run a board on its kernels (or ``specs``) and write the run directory.
 
     ``backend`` is ``qemu`` (our own initramfs) or ``vng`` (virtme-ng);
     ``jobs`` kernels are built and booted at once (default: one per core);
     ``shard`` (K, N): only the K-th of N slices of the kernels (``msiforge merge``
-    puts the shards' run directories back together).
+    puts the shards' run directories back together); ``cold``: boot every
+    kernel, resuming no warm snapshot (plan.start_choice).
     """
     board, specs = select(board, specs, scenarios)
     matrix = list(specs) if shard is not None else []
@@ -323,7 +370,7 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
         # Planning probes boot the kernel (-icount, PVH): it runs in the pool, so --jobs N
         # also bounds those boots.
         with progress.step(f"plan {k.release}: strategies, clock mode and boot image"):
-            own = plan.make(board, [k], accel, backend, fault, cache_root())
+            own = plan.make(board, [k], accel, backend, fault, cache_root(), cold)
         kplan = own.kernels[0]
         with plan_lock:
             kplans[i] = kplan

@@ -112,8 +112,9 @@ class Events:
 
     ``ending`` is ``done`` (the guest printed DONE), ``exited`` (QEMU exited
     first, ``exit_status``), ``timeout`` (in the boot phase if the script never
-    ``started``, else in the scenario phase) or ``build-failed`` (nothing was
-    booted; ``build_error`` says why).
+    ``started``, else in the scenario phase), ``stalled`` (the kernel reported
+    a stall after an oops or a BUG: the run was ended there, ``stall``) or
+    ``build-failed`` (nothing was booted; ``build_error`` says why).
     """
 
     ending: str
@@ -128,8 +129,16 @@ class Events:
     build_error: str = ""
     #: The mean CPU share the host gave the guest (timeouts are charged by it: vmtests/cpushare.py).
     cpu_share: float | None = None
+    #: How the guest started (vmtests/snapshot.py): ``cold`` (booted), ``saved`` (booted, and saved as the
+    #: warm snapshot at its ready point on the way) or ``resumed`` (from that snapshot).
+    start: str = "cold"
+    #: A warm start's steps, seconds from QEMU's start: state loaded (resumed), saved (saved), guest
+    #: continued, payload acknowledged (vmtests/snapshot.py).
+    warm_seconds: dict[str, float] = field(default_factory=dict)
+    #: The stall report that ended a wedged guest's run (ending ``stalled``).
+    stall: str = ""
 
-    ENDINGS = ("done", "exited", "timeout", "build-failed")
+    ENDINGS = ("done", "exited", "timeout", "stalled", "build-failed")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -190,6 +199,10 @@ def _ending(events: Events) -> tuple[Verdict | None, str]:
     # A loaded host stretched the timeouts: say by how much.
     loaded = (f" (at a {events.cpu_share:.0%} CPU share: the run took {events.seconds:.0f} s)"
               if events.cpu_share is not None and events.cpu_share < 0.9 else "")
+    if events.ending == "stalled":
+        # A wedged guest is a hang, ended at the kernel's report of it rather than at the timeout.
+        kind = Verdict.SCENARIO_TIMEOUT if events.started else Verdict.BOOT_TIMEOUT
+        return kind, f"the kernel reported a stall after its report ({events.stall}): the run was ended there"
     if events.ending == "timeout" and not events.started:
         return Verdict.BOOT_TIMEOUT, f"no '{START}' within {events.boot_timeout:g} s{loaded}"
     if events.ending == "timeout":

@@ -52,3 +52,34 @@ def test_silence_is_a_boot_timeout_and_a_stuck_script_a_scenario_timeout(tmp_pat
     assert (ev.ending, ev.started) == ("timeout", True)
     assert ev.seconds < 5
     assert _decide(tmp_path, ev).verdict == "scenario-timeout"
+
+
+# The console of a real guest that oopsed in insmod and then spun (Debian 6.12, --guest-fault oops).
+_OOPS_THEN_STALL = ("echo '[    3.37] BUG: unable to handle page fault for address: fffffffffffffff9'; "
+                    "echo '[    3.37] Oops: Oops: 0000 [#2] PREEMPT SMP NOPTI'; "
+                    "echo '[   24.41] rcu: INFO: rcu_preempt self-detected stall on CPU'; sleep 60")
+
+
+def test_a_stall_after_an_oops_ends_the_run_at_once(tmp_path):
+    """A wedged guest: the run ends at the stall report, not at the scenario timeout; the oops is the verdict."""
+    import time
+
+    start = time.monotonic()
+    ev = _run(tmp_path, "echo 'msiforge-guest: start'; " + _OOPS_THEN_STALL, timeout=30)
+    assert time.monotonic() - start < 10
+    assert (ev.ending, ev.started) == ("stalled", True)
+    assert ev.stall == "[   24.41] rcu: INFO: rcu_preempt self-detected stall on CPU"[11:]
+    d = _decide(tmp_path, ev)
+    assert d.verdict == "oops"
+    assert d.detail.startswith("Oops: Oops: 0000 [#2] PREEMPT SMP NOPTI; then scenario-timeout: the kernel "
+                               "reported a stall after its report (rcu: INFO: rcu_preempt self-detected stall")
+    assert d.scenarios[0].status == "oops"
+
+
+def test_a_stall_alone_does_not_end_the_run(tmp_path):
+    """A guest on a loaded host may report a soft lockup and recover: the run goes on to its end."""
+    ev = _run(tmp_path, "echo 'msiforge-guest: start'; "
+                        "echo '[   30.1] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [sh:1]'; "
+                        "sleep 0.5; echo 'msiforge-guest: done'")
+    assert ev.ending == "done"
+    assert _decide(tmp_path, ev).verdict == "bug"  # the report itself still counts

@@ -50,6 +50,10 @@ class Backend:
         """The argv (and environment, None: msiforge's) of one boot per ``boot`` (a plan.BootPlan)."""
         raise NotImplementedError
 
+    def warm(self, board, boot, tree: Path, kdir: Path, modules: list[Path]) -> tuple[list[str], bytes]:
+        """For a warm start: the argv of the base guest (the snapshot's), and the payload a resumed one gets."""
+        raise NotImplementedError
+
 
 class Qemu(Backend):
     name = "qemu"
@@ -77,6 +81,17 @@ class Qemu(Backend):
         accel = qemu.Accel(boot.accel.value, boot.accel.why)
         return qemu.command(board, accel, Path(boot.image.value), initrd, boot.cmdline,
                             boot.clock.value == "icount"), None
+
+    def warm(self, board, boot, tree, kdir, modules):
+        from ..cache import cache_root
+        from ..kmod import build as kbuild
+        from . import initramfs, qemu
+
+        guest_modules = kbuild.strip_for_guest(modules, kdir / "modules", board.arch)
+        base = initramfs.warm_base(cache_root() / "snapshots", initramfs.busybox_for(board.arch))
+        accel = qemu.Accel(boot.accel.value, boot.accel.why)
+        argv = qemu.command(board, accel, Path(boot.image.value), base, boot.cmdline, boot.clock.value == "icount")
+        return argv, initramfs.payload(guest_modules, tree / "run.sh")
 
 
 class Vng(Backend):

@@ -23,6 +23,7 @@ import pexpect
 
 from ..verdict import DONE, START, Events
 from . import cpushare
+from .initramfs import READY
 
 __all__ = ["START", "DONE", "EOL", "STEP", "run", "spawn", "kill_all", "die_with_parent"]
 
@@ -31,6 +32,15 @@ __all__ = ["START", "DONE", "EOL", "STEP", "run", "spawn", "kill_all", "die_with
 EOL = r"(?=\r*\n)"
 #: A top-level KTAP result line ("ok 2 deliver"), timed by the host as it arrives.
 STEP = r"\n(?:not )?ok \d+ ([a-z][a-z-]*)" + EOL
+
+#: A kernel report after which a guest rarely recovers (the first line of an oops, a BUG, a panic) ...
+REPORT = r"(?:Oops: |\bBUG: |Kernel panic - not syncing)"
+#: ... and the kernel saying a CPU or a task is stuck.  After a report, a stall ends the run
+#: at once: the verdict is decided, and the guest will not get done (an oops in insmod that
+#: left a lock or a list behind spins there until the scenario timeout).  A stall alone does
+#: not end it (a loaded host can make a real-time-clock guest report one and recover).
+STALL = (r"(?:watchdog: BUG: soft lockup|rcu: INFO: rcu_\w+ (?:self-)?detected stalls?"
+         r"|INFO: task \S+ blocked for more than)[^\r\n]*" + EOL)
 
 #: Guests (QEMU, vng) running now: killed at once when msiforge is interrupted or terminated.
 _LIVE: set[pexpect.spawn] = set()
@@ -87,7 +97,8 @@ def kill_all() -> int:
 
 
 def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float,
-        scenarios: list[str], env: dict[str, str] | None = None, cpus: int = 1) -> Events:
+        scenarios: list[str], env: dict[str, str] | None = None, cpus: int = 1,
+        handover=None, log_prefix: str = "") -> Events:
     """Boot with ``argv``, log the console to ``log`` and record the events until the guest is done.
 
     The boot phase lasts until the guest's script starts (``boot_timeout``),
@@ -95,23 +106,51 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
     seconds charged by the CPU share the host gave the guest's ``cpus``
     vCPUs (vmtests/cpushare.py): a loaded host stretches them, a hung guest
     still times out.  A guest that panics powers off (panic=-1, -no-reboot):
-    QEMU exits and that ends the run.
+    QEMU exits and that ends the run; one that reports a stall after an oops
+    or a BUG is wedged, and that ends it too (ending ``stalled``).
+
+    ``handover`` (vmtests/snapshot.py) starts a warm guest inside the boot
+    phase: a Resume at once (it continues a restored VM and hands it its
+    payload), a SaveFirst when the booting guest says it is ready (it saves
+    the VM, then hands over); ``log_prefix`` (a snapshot's boot log) starts
+    the log, so that a resumed guest's log reads as a cold boot's.
     """
     start = time.monotonic()
     ev = Events(ending="timeout", scenarios=list(scenarios), boot_timeout=boot_timeout,
                 scenario_timeout=scenario_timeout)
     with open(log, "w", encoding="utf-8", errors="replace") as logfh:
+        logfh.write(log_prefix)
         child = spawn(argv, encoding="utf-8", codec_errors="replace",
-                      timeout=None, logfile=logfh, echo=False, dimensions=(50, 250), env=env)
+                      timeout=None, echo=False, dimensions=(50, 250), env=env)
+        child.logfile_read = logfh  # what the guest said; not what is sent to it (a warm guest's payload)
         clock = cpushare.GuestClock(child.pid, cpus)
+        patterns = [re.escape(START), re.escape(DONE), pexpect.EOF, pexpect.TIMEOUT, STEP, STALL, REPORT]
         try:
-            patterns = [re.escape(START), re.escape(DONE), pexpect.EOF, pexpect.TIMEOUT, STEP]
+            if handover is not None:
+                ev.start = handover.start
+                if handover.at_ready:
+                    patterns.append(re.escape(READY))
+                else:
+                    handover(child)
+            reported = False
             phase_start, limit = 0.0, boot_timeout
             last = start
             while (remaining := limit - (clock.now() - phase_start)) > 0:
                 idx = child.expect(patterns, timeout=min(cpushare.INTERVAL, max(0.05, remaining)))
                 now = time.monotonic()
                 if idx == 3:  # no line yet: charge the time, wait on
+                    continue
+                if idx == 6:
+                    reported = True
+                    continue
+                if idx == 7:  # a booting warm guest is ready: saved, then handed its payload
+                    logfh.flush()
+                    handover(child, log.read_text(encoding="utf-8", errors="replace"))
+                    continue
+                if idx == 5:
+                    if reported:
+                        ev.ending, ev.stall = "stalled", child.match.group(0).strip()
+                        break
                     continue
                 if idx == 4:  # a top-level KTAP result: time the step
                     ev.step_seconds[child.match.group(1)] = round(now - last, 3)
@@ -133,6 +172,8 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
             # else: a timeout; the phase tells which
         finally:
             ev.cpu_share = round(clock.mean_share(), 3)
+            if handover is not None:
+                ev.warm_seconds = dict(handover.seconds)
             if child.isalive():
                 child.terminate(force=True)
             # QEMU is gone (reaped above, or killed): closing need not sleep for it (pexpect waits 0.1 s).

@@ -13,24 +13,21 @@ from pathlib import Path
 from .. import hostprogs
 from ..errors import EnvironmentProblem
 
-#: /init: mount what the tests need, run the script, power off.  A fault named
-#: on the kernel command line (msiforge.fault=...) is for the harness's own tests.
+#: What every /init does first: mount what the tests need.
 #: Debian's static busybox runs its applets from its shell without links
 #: (FEATURE_SH_STANDALONE, through /proc/self/exe once /proc is mounted), so
 #: none are installed: that is ~400 symlinks less.
-INIT = r"""#!/bin/busybox sh
+_MOUNT = r"""#!/bin/busybox sh
 export PATH=/bin
 /bin/busybox mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
-read -r cmdline < /proc/cmdline
-for arg in $cmdline; do
-	case "$arg" in
-	msiforge.fault=*) fault=${arg#msiforge.fault=} ;;
-	esac
-done
-case "$fault" in
+"""
+
+#: What every /init does last: inject the fault in $fault (for the harness's own
+#: tests), run the script, power off.
+_RUN = r"""case "$fault" in
 hang-hard) while :; do sleep 3600; done ;;
 panic|oops|bug|warn|call-trace|lockdep|kasan|atomic-sleep) insmod /modules/msiforge_fault.ko what=$fault ;;
 hang-soft) export MSIFORGE_STALL=1 ;;
@@ -51,6 +48,65 @@ sh /run.sh
 echo "msiforge-guest: exit $?"
 poweroff -f
 """
+
+#: /init of a cold boot: the fault comes from the kernel command line (msiforge.fault=...).
+INIT = _MOUNT + r"""read -r cmdline < /proc/cmdline
+for arg in $cmdline; do
+	case "$arg" in
+	msiforge.fault=*) fault=${arg#msiforge.fault=} ;;
+	esac
+done
+""" + _RUN
+
+#: What the base guest of a warm snapshot prints when it is ready to be saved.
+READY = "msiforge-ready: waiting for the payload"
+#: The payload crosses the console in chunks of this many base64 lines, each
+#: acknowledged: the guest's tty buffers would drop what it has not read.
+CHUNK_LINES = 200
+
+#: /init of a warm snapshot's base guest (vmtests/snapshot.py).  It boots with
+#: no msiforge module, keeps each edu's PCI config header, says it is ready and
+#: waits on the console; the host saves the VM there.  A restored guest reads
+#: ``go FAULT LINES MD5``, then LINES of base64 (an xz-compressed newc cpio:
+#: /run.sh and /modules) in acknowledged chunks, and goes on as a cold boot would.
+#: QEMU's edu has no vmstate: a restored one is freshly reset (BARs
+#: unassigned, decoding off), so its header is written back first: BARs,
+#: interrupt line, then the command word.
+WARM_INIT = _MOUNT + r"""mkdir -p /run/cfg
+for d in /sys/bus/pci/devices/*; do
+	[ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x1234:0x11e8 ] && cat "$d/config" > "/run/cfg/${d##*/}"
+done
+stty -echo
+# A 16550's receive interrupt after 14 bytes, not 8: the payload crosses faster.
+for t in /sys/class/tty/*/rx_trig_bytes; do echo 14 > "$t"; done 2>/dev/null
+echo "@READY@"
+read -r go fault left sum
+i=0
+while [ "$left" -gt 0 ]; do
+	n=@CHUNK@
+	[ "$left" -lt $n ] && n=$left
+	head -n $n >> /run/payload
+	left=$((left - n))
+	i=$((i + 1))
+	echo "msiforge-warm: chunk $i"
+done
+stty echo
+if [ "$(md5sum < /run/payload)" != "$sum  -" ]; then
+	echo "msiforge-warm: payload corrupt"
+	poweroff -f
+fi
+echo "msiforge-warm: payload ok"
+base64 -d /run/payload | unxz | (cd / && cpio -id 2>/dev/null)
+rm /run/payload
+for f in /run/cfg/*; do
+	[ -e "$f" ] || continue
+	c=/sys/bus/pci/devices/${f##*/}/config
+	dd if="$f" of="$c" bs=4 skip=4 seek=4 count=6 conv=notrunc 2>/dev/null
+	dd if="$f" of="$c" bs=1 skip=60 seek=60 count=1 conv=notrunc 2>/dev/null
+	dd if="$f" of="$c" bs=2 skip=2 seek=2 count=1 conv=notrunc 2>/dev/null
+done
+[ "$fault" = - ] && fault=
+""".replace("@READY@", READY).replace("@CHUNK@", str(CHUNK_LINES)) + _RUN
 
 #: Faults the guest can inject, and the verdict each must produce.
 FAULTS = {
@@ -122,20 +178,58 @@ class _Newc:
 
 def build(dest: Path, modules: list[Path], script: Path, busybox: Path | None = None) -> Path:
     """Write the initramfs to ``dest`` and return it."""
+    dest.write_bytes(image(modules, script, busybox))
+    return dest
+
+
+def image(modules: list[Path], script: Path | None, busybox: Path | None = None, init: str = INIT) -> bytes:
+    """An initramfs: busybox, ``init``, and the script and modules (none for a warm base)."""
     busybox = busybox or find_busybox()
     arc = _Newc()
     for d in ("bin", "dev", "proc", "sys", "tmp", "modules"):
         arc.add(d, stat.S_IFDIR | 0o755)
     arc.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
     arc.add("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes())
-    arc.add("init", stat.S_IFREG | 0o755, INIT.encode())
+    arc.add("init", stat.S_IFREG | 0o755, init.encode())
+    if script is not None:
+        _add_payload(arc, modules, script)
+    return arc.finish()
+
+
+def _add_payload(arc: _Newc, modules: list[Path], script: Path) -> None:
     arc.add("run.sh", stat.S_IFREG | 0o755, script.read_bytes())
     for ko in modules:
         # Next to the modules: a scenario's guest program (not a .ko), executable.
         mode = 0o644 if ko.suffix == ".ko" else 0o755
         arc.add(f"modules/{ko.name}", stat.S_IFREG | mode, ko.read_bytes())
-    dest.write_bytes(arc.finish())
+
+
+def warm_base(cache_dir: Path, busybox: Path) -> Path:
+    """The base initramfs of warm snapshots (WARM_INIT, busybox), kept in ``cache_dir`` by its content."""
+    import hashlib
+
+    from ..cache import atomic_write
+
+    data = busybox.read_bytes()
+    name = hashlib.sha256(data + b"\0" + WARM_INIT.encode()).hexdigest()[:20]
+    dest = cache_dir / f"base-{name}.cpio"
+    if not dest.is_file():
+        atomic_write(dest, image([], None, busybox, WARM_INIT))
     return dest
+
+
+def payload(modules: list[Path], script: Path) -> bytes:
+    """What a restored warm guest unpacks (WARM_INIT): /run.sh and /modules, as an xz-compressed newc cpio.
+
+    xz makes half of gzip's size here, and the serial console is the slow part;
+    CRC32 is a check that busybox's unxz knows.
+    """
+    import lzma
+
+    arc = _Newc()
+    arc.add("modules", stat.S_IFDIR | 0o755)
+    _add_payload(arc, modules, script)
+    return lzma.compress(arc.finish(), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
 
 
 def build_minimal(dest: Path, init: str, busybox: Path | None = None) -> Path:

@@ -8,12 +8,16 @@
 #include <linux/bug.h>
 #include <linux/compiler.h>
 #include <linux/delay.h>
+#include <linux/err.h>
 #include <linux/kernel.h>
+#include <linux/kthread.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/preempt.h>
 #include <linux/printk.h>
+#include <linux/sched.h>
+#include <linux/sched/task.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
@@ -71,6 +75,37 @@ static int msiforge_fault_debug(void)
 	return -EINVAL;
 }
 
+static int msiforge_fault_oops(void *unused)
+{
+	/* A NULL dereference the compiler cannot see through. */
+	WRITE_ONCE(*READ_ONCE(msiforge_fault_ptr), 1);
+	return 0;
+}
+
+/*
+ * The oops happens in a thread of its own, which it kills.  An oops in the
+ * module's init would kill insmod inside the module loader and leave the
+ * loader's state behind (6.12's idempotent_init_module() keeps the dead
+ * task's on-stack entry in its hash list): a later insmod could oops or
+ * spin on it, so the run would depend on where that entry hashed.
+ */
+static int msiforge_fault_oops_thread(void)
+{
+	struct task_struct *t;
+	int i;
+
+	t = kthread_create(msiforge_fault_oops, NULL, "msiforge_oops");
+	if (IS_ERR(t))
+		return PTR_ERR(t);
+	get_task_struct(t);
+	wake_up_process(t);
+	/* Return once it is dead: the oops is on the console before the scenarios start. */
+	for (i = 0; i < 250 && !READ_ONCE(t->exit_state); i++)
+		msleep(20);
+	put_task_struct(t);
+	return 0;
+}
+
 static int __init msiforge_fault_init(void)
 {
 	if (!strcmp(what, "warn")) {
@@ -96,11 +131,8 @@ static int __init msiforge_fault_init(void)
 		dump_stack();
 		return 0;
 	}
-	if (!strcmp(what, "oops")) {
-		/* A NULL dereference the compiler cannot see through. */
-		WRITE_ONCE(*READ_ONCE(msiforge_fault_ptr), 1);
-		return 0;
-	}
+	if (!strcmp(what, "oops"))
+		return msiforge_fault_oops_thread();
 	return msiforge_fault_debug();
 }
 

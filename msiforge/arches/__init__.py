@@ -61,6 +61,8 @@ class Arch:
     storage_refusal: str = ""
     #: The edu's DMA mask: it must not clamp the MSI doorbell's address.
     edu_dma_mask: int = 0xffffffff
+    #: Whether runs resume warm snapshots of the booted guest (vmtests/snapshot.py): verified per arch.
+    snapshots: bool = False
     #: Whether msiforge writes the guest's device tree (platform devices, their wired interrupts).
     device_tree: bool = False
     #: The data the driver template needs (generator/arch.py reads it).

@@ -47,6 +47,7 @@ ARCH = X86_64(
     order=0,
     slot_tag="",
     accels=("kvm", "tcg"),
+    snapshots=True,
     cmdline=("initcall_blacklist=" + ",".join(SKIPPED_INITCALLS),),
     # The driver template's data (generator/arch.py; C that differs: templates/module/driver/arch/).
     c={

@@ -1,0 +1,168 @@
+"""Warm snapshots (vmtests/snapshot.py): the key, the payload's way into the guest, and real resumes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import msiforge
+
+
+def _argv(tmp_path: Path, kernel: bytes = b"kernel", initrd: bytes = b"initrd", memory: str = "1024M",
+          where: str = "a") -> list[str]:
+    d = tmp_path / where
+    d.mkdir(exist_ok=True)
+    (d / "vmlinux").write_bytes(kernel)
+    (d / "base.cpio").write_bytes(initrd)
+    return ["qemu-system-x86_64", "-M", "q35", "-m", memory, "-kernel", str(d / "vmlinux"),
+            "-initrd", str(d / "base.cpio"), "-append", "console=ttyS0"]
+
+
+def test_the_key_follows_every_input_and_not_where_files_are(tmp_path):
+    from msiforge.vmtests import snapshot
+
+    base = snapshot.key(_argv(tmp_path))
+    assert snapshot.key(_argv(tmp_path, where="b")) == base  # the same files elsewhere
+    assert snapshot.key(_argv(tmp_path, kernel=b"kernel2")) != base
+    assert snapshot.key(_argv(tmp_path, initrd=b"initrd2")) != base
+    assert snapshot.key(_argv(tmp_path, memory="2048M")) != base
+    assert snapshot.key([*_argv(tmp_path), "-icount", "shift=auto,sleep=off"]) != base
+
+
+def test_a_half_written_snapshot_is_never_used(tmp_path):
+    from msiforge.vmtests import snapshot
+
+    argv = _argv(tmp_path)
+    entry = tmp_path / "cache" / "snapshots" / snapshot.key(argv)
+    entry.mkdir(parents=True)
+    (entry / "state").write_bytes(b"QEVM")  # a save that was killed: no completion marker
+    assert snapshot.lookup(argv, tmp_path / "cache") is None
+    (entry / ".complete").write_text("ok\n")
+    assert snapshot.lookup(argv, tmp_path / "cache").entry == entry
+
+
+def test_the_payload_unpacks_with_the_guests_busybox(tmp_path):
+    """What Resume sends is what WARM_INIT checks and unpacks, with the same busybox applets."""
+    from msiforge.vmtests import initramfs, snapshot
+
+    ko = tmp_path / "msiforge_ims0.ko"
+    ko.write_bytes(bytes(range(256)) * 300)
+    prog = tmp_path / "msiforge_prog"
+    prog.write_bytes(b"\x7fELF" + b"\0" * 1000)
+    script = tmp_path / "run.sh"
+    script.write_text("echo hello\n")
+    payload = initramfs.payload([ko, prog], script)
+    assert payload == initramfs.payload([ko, prog], script)  # the same inputs, the same bytes
+    resume = snapshot.Resume(snapshot.Snapshot(tmp_path), payload, "warn", 10)
+    go, fault, lines, md5 = resume.go.split()
+    assert (go, fault, int(lines)) == ("go", "warn", len(resume.lines))
+    received = "".join(resume.lines)
+    (tmp_path / "payload").write_text(received)
+    busybox = str(initramfs.find_busybox())
+    # The guest's check: md5sum of stdin prints "HASH  -".
+    out = subprocess.run([busybox, "md5sum"], input=received.encode(), capture_output=True, check=True).stdout
+    assert out.decode() == f"{md5}  -\n"
+    root = tmp_path / "root"
+    root.mkdir()
+    # The guest's own pipeline (WARM_INIT), in the same busybox's shell.
+    subprocess.run([busybox, "sh", "-c", f"base64 -d {tmp_path / 'payload'} | unxz | cpio -id"],
+                   cwd=root, check=True, capture_output=True, env={"PATH": str(Path(busybox).parent)})
+    assert (root / "run.sh").read_text() == "echo hello\n"
+    assert (root / "modules" / "msiforge_ims0.ko").read_bytes() == ko.read_bytes()
+    assert (root / "modules" / "msiforge_prog").stat().st_mode & 0o111
+    assert not (root / "modules" / "msiforge_ims0.ko").stat().st_mode & 0o111
+    assert resume.go == f"go warn {len(resume.lines)} {hashlib.md5(received.encode()).hexdigest()}\n"
+    assert base64.decodebytes(received.encode()) == payload
+
+
+def test_the_plan_says_why_a_boot_is_warm_or_cold():
+    from msiforge import plan
+    from helpers import default_board
+    from msiforge.board import validate
+    from msiforge.vmtests.qemu import Accel
+
+    board = validate(default_board(), "b.yaml")
+    tcg, kvm = Accel("tcg", "probe"), Accel("kvm", "probe")
+    assert plan.start_choice(board, tcg, "qemu", False).value == "warm"
+    assert plan.start_choice(board, tcg, "qemu", True) == plan.Choice("cold", "--cold: booted")
+    assert "vng backend" in plan.start_choice(board, tcg, "vng", False).why
+    assert plan.start_choice(board, kvm, "qemu", False).value == "cold"
+    arm = validate({**default_board(), "arch": "arm64", "machine": "virt", "iommu": "none"}, "b.yaml")
+    assert "not verified on arm64" in plan.start_choice(arm, tcg, "qemu", False).why
+
+
+def test_qmp_client_talks_to_a_real_qemu(tmp_path):
+    """The QMP client against QEMU itself (no guest: -M none)."""
+    from msiforge.vmtests import qemu, snapshot
+
+    sock = tmp_path / "q.sock"
+    proc = subprocess.Popen([qemu.qemu_binary(), "-M", "none", "-display", "none", "-nodefaults",
+                             "-qmp", f"unix:{sock},server=on,wait=off", "-S"])
+    try:
+        q = snapshot.Qmp(sock, 10)
+        assert q.cmd("query-status")["status"] == "prelaunch"
+        with pytest.raises(snapshot.Unusable, match="QMP no-such-command: "):
+            q.cmd("no-such-command")
+        q.cmd("quit")
+        assert proc.wait(10) == 0
+        q.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> dict:
+    run_dir = tmp_path / name
+    proc = msiforge("run", "--kernel", "debian:6.12.117+deb12", "--out", str(run_dir), *extra, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((run_dir / "results.json").read_text())["kernels"][0] | {"dir": run_dir}
+
+
+@pytest.mark.vm
+def test_a_resumed_guest_gives_the_cold_verdicts(tmp_path):
+    """The default board on 6.12, booted and resumed: the same verdicts, the same KTAP, line for line."""
+    cold = _run(tmp_path, "cold", "--cold")
+    warm = _run(tmp_path, "warm")  # saves the snapshot if the cache has none, then resumes it
+    again = _run(tmp_path, "again")  # resumes it
+    assert cold["start"] == "cold"
+    assert warm["start"] in ("saved", "resumed")  # saved unless an earlier run of the suite did
+    assert again["start"] == "resumed"
+    for k in (warm, again):
+        assert k["verdict"] == cold["verdict"] == "pass"
+        assert k["scenarios"] == cold["scenarios"]
+        ktap = (k["dir"] / k["release"] / "ktap.txt").read_text()
+        assert ktap == (cold["dir"] / cold["release"] / "ktap.txt").read_text()
+        log = (k["dir"] / k["release"] / "console.log").read_text()
+        assert "msiforge-warm: payload ok" in log
+        assert log.index("msiforge-ready") < log.index("msiforge-guest: start")  # the boot log comes first
+        plan = json.loads((k["dir"] / "plan.json").read_text())["kernels"][0]["boot"]
+        assert plan["start"]["value"] == "warm" and "msiforge.fault" not in plan["cmdline"]
+    assert "-incoming" in (again["dir"] / again["release"] / "cmdline").read_text()
+
+
+@pytest.mark.vm
+def test_a_snapshot_that_does_not_resume_is_replaced_by_a_cold_boot(tmp_path):
+    """A state QEMU refuses: the run boots cold (the right verdict), removes it, and the next run saves anew."""
+    first = _run(tmp_path, "first")
+    if first["start"] == "saved":
+        first = _run(tmp_path, "first-resumed")
+    assert first["start"] == "resumed"
+    argv = shlex.split((first["dir"] / first["release"] / "cmdline").read_text())
+    entry = Path(shlex.split(argv[argv.index("-incoming") + 1].removeprefix("exec:"))[1]).parent
+    assert (entry / ".complete").is_file()
+    state = entry / "state"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a truncated stream
+    broken = _run(tmp_path, "broken")
+    assert broken["start"] == "cold"
+    why = (broken["dir"] / broken["release"] / "warm-failed.txt").read_text()
+    assert "QEMU" in why or "resum" in why
+    assert not entry.exists()
+    assert broken["scenarios"] == first["scenarios"]
+    assert _run(tmp_path, "after")["start"] == "saved"  # a new snapshot
+    assert _run(tmp_path, "later")["start"] == "resumed"

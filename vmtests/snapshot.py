@@ -1,0 +1,318 @@
+"""Warm snapshots: boot a kernel and machine once, save the VM, resume it for every later run.
+
+A run's kernel, machine and base initramfs rarely change between runs; the
+driver and the guest script do.  So the first warm run of a (kernel, QEMU
+command line) boots the base guest (``initramfs.WARM_INIT``: busybox, no
+msiforge module) to its ready point, where it waits on the console, and
+saves the VM there with QEMU's migration (QMP ``stop``, ``migrate
+exec:cat > FILE``) into the cache.  Later runs start QEMU with the same
+command line and ``-incoming``, continue the guest, and hand it the payload
+(run.sh and the modules, a gzipped cpio in base64) over the serial console,
+in acknowledged chunks.  From there the guest goes on as a cold boot does.
+
+What must match between the save and a resume is everything that shapes the
+saved state: the QEMU binary, every argument (machine, CPU, memory, clock
+mode, devices, the boot image, the kernel command line) and the files they
+name (kernel, base initramfs, device tree).  The cache key covers all of it,
+so a changed input never resumes an old snapshot; the entry is written by the
+cache's discipline (temporary directory, rename, lock), so a half-written one
+is never used.  QEMU's edu has no vmstate: a resumed guest writes each edu's
+PCI header back before anything touches it (see WARM_INIT).  The guest's
+clocks continue from the save (icount state is in the stream), so a resumed
+guest sees no jump of its monotonic clocks; its wall clock is as old as the
+snapshot.  docs/research/snapshots.md has the reasoning and the sources.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shlex
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+
+from . import initramfs
+
+#: Bump when the save procedure or the saved guest's layout changes.
+FORMAT = 1
+#: Files up to this size are keyed by their content, larger ones by path, size and mtime
+#: (the big ones, kernel images, sit in content-keyed cache paths already).
+_HASHED_FILE_LIMIT = 16 << 20
+
+
+class Unusable(Exception):
+    """A snapshot could not be made or resumed; the run boots cold and says why."""
+
+
+class Qmp:
+    """A minimal QMP client over a UNIX socket: one command at a time, events skipped."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            try:
+                self.sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise Unusable(f"QEMU's QMP socket did not appear within {timeout:g} s") from None
+                time.sleep(0.01)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self._message()  # the greeting
+        self.cmd("qmp_capabilities")
+
+    def _message(self) -> dict:
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError as exc:
+                raise Unusable(f"QMP: {exc}") from None
+            if not chunk:
+                raise Unusable("QEMU closed its QMP socket (it exited)")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name: str, **args) -> dict:
+        """Run one QMP command; its ``return`` value, or Unusable naming QMP's error."""
+        msg = {"execute": name, **({"arguments": args} if args else {})}
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            reply = self._message()
+            if "return" in reply:
+                return reply["return"]
+            if "error" in reply:
+                raise Unusable(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
+
+    def wait_status(self, want: set[str], timeout: float) -> str:
+        """Poll ``query-status`` until the VM is in one of ``want``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.cmd("query-status")["status"]
+            if status in want:
+                return status
+            if time.monotonic() > deadline:
+                raise Unusable(f"the VM stayed {status!r} for {timeout:g} s")
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _file_identity(word: str) -> str:
+    p = Path(word)
+    try:
+        if not p.is_file():
+            return ""
+    except OSError:
+        return ""
+    st = p.stat()
+    if st.st_size <= _HASHED_FILE_LIMIT:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def key(argv: list[str]) -> str:
+    """The cache key of a snapshot of the guest ``argv`` boots: the binary, every argument and the files named."""
+    h = hashlib.sha256(f"msiforge-snapshot {FORMAT}\0".encode())
+    binary = Path(shutil.which(argv[0]) or argv[0])
+    st = binary.stat()
+    h.update(f"{binary.resolve()}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+    for word in argv[1:]:
+        # A file counts by what it holds, not where it is (a run's device tree sits in its own directory).
+        h.update((_file_identity(word) or word).encode() + b"\0")
+    return h.hexdigest()[:24]
+
+
+def lookup(argv: list[str], cache_dir: Path) -> Snapshot | None:
+    """The saved snapshot for ``argv``, if the cache has a complete one."""
+    entry = cache_dir / "snapshots" / key(argv)
+    return Snapshot(entry) if (entry / ".complete").is_file() else None
+
+
+def _socket_dir() -> Path:
+    # A UNIX socket path is at most 107 bytes: keep it short, whatever the cache's path.
+    return Path(tempfile.mkdtemp(prefix="msiforge-qmp-"))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A saved base guest in the cache: the VM state and the console log up to the ready point."""
+
+    entry: Path
+
+    @property
+    def state(self) -> Path:
+        return self.entry / "state"
+
+    @property
+    def boot_log(self) -> str:
+        return (self.entry / "boot.log").read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.entry / "info.json").read_text())
+
+    def discard(self) -> None:
+        """Remove it from the cache (it failed to resume); the next warm run saves a new one."""
+        shutil.rmtree(self.entry, ignore_errors=True)
+
+
+class _Handover:
+    """What both ways of starting a warm guest share: the go line and the payload, sent chunk by chunk.
+
+    console.run calls it with the guest: at once (``at_ready`` False: a
+    resumed guest is past its ready point), or when the guest prints
+    initramfs.READY (a booting one), inside the run's boot phase.
+    """
+
+    at_ready = False
+    #: What the run's events record as its start (Events.start).
+    start = ""
+
+    def __init__(self, payload: bytes, fault: str | None, timeout: float) -> None:
+        self.sockdir = _socket_dir()
+        self.sock = self.sockdir / "qmp.sock"
+        self.lines = base64.encodebytes(payload).decode().splitlines(keepends=True)
+        text = "".join(self.lines)
+        self.go = f"go {fault or '-'} {len(self.lines)} {hashlib.md5(text.encode()).hexdigest()}\n"
+        self.timeout = timeout
+        #: What the run's events record (Events.warm_seconds): seconds from QEMU's start to each step.
+        self.seconds: dict[str, float] = {}
+        self.spawned = time.monotonic()
+
+    def _mark(self, step: str) -> None:
+        self.seconds[step] = round(time.monotonic() - self.spawned, 3)
+
+    def _send_payload(self, child: pexpect.spawn) -> None:
+        self._mark("continued")
+        child.send(self.go)
+        step = initramfs.CHUNK_LINES
+        for n, i in enumerate(range(0, len(self.lines), step), start=1):
+            child.send("".join(self.lines[i:i + step]))
+            self._expect(child, rf"msiforge-warm: chunk {n}\r*\n", f"chunk {n} of the payload")
+        self._expect(child, r"msiforge-warm: payload ok\r*\n", "the payload's checksum")
+        self._mark("payload")
+
+    def _expect(self, child: pexpect.spawn, pattern: str, what: str) -> None:
+        idx = child.expect([pattern, r"msiforge-warm: payload corrupt", pexpect.EOF, pexpect.TIMEOUT],
+                           timeout=self.timeout)
+        if idx != 0:
+            why = ("arrived corrupt", "QEMU exited", f"not acknowledged within {self.timeout:g} s")[idx - 1]
+            raise Unusable(f"handing the guest its payload: {what} {why}")
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+
+
+class SaveFirst(_Handover):
+    """The first warm run of a (kernel, command line): boot the base guest, save it at its ready point, go on.
+
+    The save costs a pause of the guest (its clocks stop with it), not a
+    boot: the same guest then gets its payload and runs the scenarios.  A
+    guest that never gets ready is left to the run's own verdict (a panic, a
+    hang); a failed save leaves no snapshot and the run goes on.
+    """
+
+    def __init__(self, argv: list[str], cache_dir: Path, payload: bytes, fault: str | None,
+                 timeout: float) -> None:
+        super().__init__(payload, fault, timeout)
+        self.base_argv = argv
+        self.entry = cache_dir / "snapshots" / key(argv)
+        #: Why no snapshot was saved ("" when it was, or another run saved it meanwhile).
+        self.save_error = ""
+
+    at_ready = True
+    start = "saved"
+
+    def argv(self, argv: list[str]) -> list[str]:
+        self.spawned = time.monotonic()
+        return [*argv, "-qmp", f"unix:{self.sock},server=on,wait=off"]
+
+    def __call__(self, child: pexpect.spawn, log_so_far: str = "") -> None:
+        """Save the guest, which has just printed its ready line (``log_so_far``: the console until then)."""
+        from ..cache import ensure_entry
+
+        self._mark("ready")
+        try:
+            qmp = Qmp(self.sock, self.timeout)
+            try:
+                def save(tmp: Path) -> None:
+                    qmp.cmd("stop")
+                    try:
+                        _migrate(qmp, tmp / "state", self.timeout)
+                    finally:
+                        qmp.cmd("cont")
+                    self._mark("saved")
+                    (tmp / "boot.log").write_text(log_so_far, encoding="utf-8", errors="replace")
+                    info = {"argv": self.base_argv, "boot_seconds": self.seconds["ready"],
+                            "save_seconds": round(self.seconds["saved"] - self.seconds["ready"], 3),
+                            "state_bytes": (tmp / "state").stat().st_size}
+                    (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+                try:
+                    ensure_entry(self.entry, save)
+                except Unusable as exc:
+                    self.save_error = str(exc)
+            finally:
+                qmp.close()
+            self._send_payload(child)
+        finally:
+            self.cleanup()
+
+
+def _migrate(qmp: Qmp, dest: Path, timeout: float) -> None:
+    """Save the stopped VM's state into ``dest`` (QEMU's migration stream, through ``cat``)."""
+    qmp.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})  # no rate limit: it is a local file
+    qmp.cmd("migrate", uri=f"exec:cat > {shlex.quote(str(dest))}")
+    deadline = time.monotonic() + timeout
+    while (status := qmp.cmd("query-migrate").get("status")) not in ("completed", "failed", "cancelled"):
+        if time.monotonic() > deadline:
+            qmp.cmd("migrate_cancel")
+            raise Unusable(f"saving the VM did not finish within {timeout:g} s")
+        time.sleep(0.005)
+    if status != "completed":
+        raise Unusable(f"QEMU could not save the VM (migration {status})")
+
+
+class Resume(_Handover):
+    """A later warm run: QEMU loads the snapshot, the guest continues and gets its payload.
+
+    The VM stays paused after the load (it was saved stopped) until the
+    ``cont``.  Unusable when the state does not load or the payload does not
+    arrive whole: the caller removes the snapshot and boots cold.
+    """
+
+    start = "resumed"
+
+    def __init__(self, snap: Snapshot, payload: bytes, fault: str | None, timeout: float) -> None:
+        super().__init__(payload, fault, timeout)
+        self.snap = snap
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` (the command line the snapshot was saved with) as a resume of it."""
+        self.spawned = time.monotonic()
+        return [*argv, "-qmp", f"unix:{self.sock},server=on,wait=off",
+                "-incoming", f"exec:cat {shlex.quote(str(self.snap.state))}"]
+
+    def __call__(self, child: pexpect.spawn, log_so_far: str = "") -> None:
+        try:
+            qmp = Qmp(self.sock, self.timeout)
+            try:
+                qmp.wait_status({"paused", "running"}, self.timeout)
+                self._mark("loaded")
+                qmp.cmd("cont")
+            finally:
+                qmp.close()
+            self._send_payload(child)
+        finally:
+            self.cleanup()
