@@ -289,8 +289,9 @@ def _resume_warm(board: Board, kernel: kern.Kernel, boot: plan.BootPlan, tree: P
             snap.discard()
         progress.info(f"warm start of {kernel.release} failed ({exc}): booting cold")
         (kdir / "warm-failed.txt").write_text(f"{exc}\n")
-        if (kdir / "console.log").exists():  # kept for a look at what went wrong
-            os.replace(kdir / "console.log", kdir / "warm-console.log")
+        for name in ("console.log", "cmdline"):  # kept for a look at what went wrong
+            if (kdir / name).exists():
+                os.replace(kdir / name, kdir / f"warm-{name}")
         return None
     if getattr(handover, "save_error", ""):
         progress.info(f"no warm snapshot of {kernel.release} was saved: {handover.save_error}")

@@ -151,8 +151,8 @@ DEBUG_FAULT_CASES = {
 }
 
 
-def _check_fault_verdict(tmp_path, fault, *kernel_args, board=SMALL, start="warm"):
-    """The fault's verdict, in a guest resumed from a warm snapshot (the default) or booted (``start`` cold)."""
+def _check_fault_verdict(tmp_path, fault, *kernel_args, board=SMALL, how="warm"):
+    """The fault's verdict, in a guest started warm (the default: saved or resumed) or booted (``how`` cold)."""
     verdict, words = {**FAULT_CASES, **DEBUG_FAULT_CASES}[fault]
     path = write_board(tmp_path, board)
     # The kernel built and its boot probed (once per machine: a debug kernel builds for minutes on a new
@@ -160,14 +160,14 @@ def _check_fault_verdict(tmp_path, fault, *kernel_args, board=SMALL, start="warm
     ready = msiforge("plan", str(path), *kernel_args, timeout=1800)
     assert ready.returncode == 0, ready.stdout + ready.stderr
     start = time.monotonic()
-    cold = ["--cold"] if start == "cold" else []
+    cold = ["--cold"] if how == "cold" else []
     proc = msiforge("run", str(path), *kernel_args, *cold, "--guest-fault", fault, "--out", str(tmp_path / "run"),
                     timeout=180)
     elapsed = time.monotonic() - start
     assert proc.returncode == 1, proc.stdout + proc.stderr
     k = _results(tmp_path / "run")["kernels"][0]
     assert k["verdict"] == verdict, k
-    assert k["start"] in (("saved", "resumed") if start == "warm" else ("cold",)), k
+    assert k["start"] in (("saved", "resumed") if how == "warm" else ("cold",)), k
     log = (tmp_path / "run" / k["release"] / "console.log").read_text(errors="replace")
     assert words in k["detail"] or words in log
     assert f"console log: {k['console_log']}" in proc.stdout
@@ -186,11 +186,11 @@ def _check_fault_verdict(tmp_path, fault, *kernel_args, board=SMALL, start="warm
         assert {s["status"] for s in k["scenarios"]} == {verdict}
 
 
-@pytest.mark.parametrize("start", ["warm", "cold"])
+@pytest.mark.parametrize("how", ["warm", "cold"])
 @pytest.mark.parametrize("fault", sorted(FAULT_CASES))
-def test_guest_fault_is_its_own_verdict(tmp_path, fault, start):
-    """Each fault's verdict, the same whether the guest was resumed from a snapshot or booted."""
-    _check_fault_verdict(tmp_path, fault, start=start)
+def test_guest_fault_is_its_own_verdict(tmp_path, fault, how):
+    """Each fault's verdict, the same whether the guest started warm (from a snapshot) or booted."""
+    _check_fault_verdict(tmp_path, fault, how=how)
 
 
 @pytest.mark.build

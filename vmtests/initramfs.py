@@ -81,6 +81,12 @@ stty -echo
 for t in /sys/class/tty/*/rx_trig_bytes; do echo 14 > "$t"; done 2>/dev/null
 echo "@READY@"
 read -r go fault left sum
+if [ "$go" = check ]; then
+	# The host tries a fresh snapshot once before keeping it: a guest that survives some work.
+	find /sys/devices -maxdepth 5 > /dev/null
+	echo "msiforge-warm: check $(cat /proc/sys/kernel/random/uuid | cut -c 1-8) ok"
+	poweroff -f
+fi
 i=0
 while [ "$left" -gt 0 ]; do
 	n=@CHUNK@

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shlex
 import shutil
 import socket
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import pexpect
 
-from . import initramfs
+from . import console, initramfs
 
 #: Bump when the save procedure or the saved guest's layout changes.
 FORMAT = 1
@@ -85,7 +86,10 @@ class Qmp:
     def cmd(self, name: str, **args) -> dict:
         """Run one QMP command; its ``return`` value, or Unusable naming QMP's error."""
         msg = {"execute": name, **({"arguments": args} if args else {})}
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError:
+            raise Unusable(f"QMP {name}: QEMU closed its QMP socket (it exited)") from None
         while True:
             reply = self._message()
             if "return" in reply:
@@ -250,12 +254,15 @@ class SaveFirst(_Handover):
                     qmp.cmd("stop")
                     try:
                         _migrate(qmp, tmp / "state", self.timeout)
+                        self._mark("saved")
+                        _check(self.base_argv, tmp / "state", self.timeout)
+                        self._mark("checked")
                     finally:
                         qmp.cmd("cont")
-                    self._mark("saved")
                     (tmp / "boot.log").write_text(log_so_far, encoding="utf-8", errors="replace")
                     info = {"argv": self.base_argv, "boot_seconds": self.seconds["ready"],
                             "save_seconds": round(self.seconds["saved"] - self.seconds["ready"], 3),
+                            "check_seconds": round(self.seconds["checked"] - self.seconds["saved"], 3),
                             "state_bytes": (tmp / "state").stat().st_size}
                     (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 
@@ -284,6 +291,50 @@ def _migrate(qmp: Qmp, dest: Path, timeout: float) -> None:
         raise Unusable(f"QEMU could not save the VM (migration {status})")
 
 
+def _check(argv: list[str], state: Path, timeout: float) -> None:
+    """Resume a fresh snapshot once, in a QEMU of its own, and have the guest do some work; Unusable if it fails.
+
+    QEMU 7.2 under TCG very rarely saves a state that does not resume (the
+    guest crashes at once, or QEMU refuses the stream): such a snapshot is
+    never kept.
+    """
+    sockdir = _socket_dir()
+    sock = sockdir / "qmp.sock"
+    child = console.spawn([*argv, "-qmp", f"unix:{sock},server=on,wait=off",
+                           "-incoming", f"exec:cat {shlex.quote(str(state))}"],
+                          encoding="utf-8", codec_errors="replace", timeout=timeout, echo=False,
+                          dimensions=(50, 250))
+    try:
+        try:
+            qmp = Qmp(sock, timeout)
+            try:
+                qmp.wait_status({"paused", "running"}, timeout)
+                qmp.cmd("cont")
+            finally:
+                qmp.close()
+        except Unusable as exc:
+            raise Unusable(f"the new snapshot does not resume: {_qemu_error(child) or exc}") from None
+        child.send("check - 0 -\n")
+        if child.expect([r"msiforge-warm: check [0-9a-f]+ ok", pexpect.EOF, pexpect.TIMEOUT]) != 0:
+            tail = " ".join((child.before or "").split()[-12:])
+            raise Unusable(f"the new snapshot does not resume: the guest did not pass its check ({tail})")
+    finally:
+        child.terminate(force=True)
+        child.close()
+        console.forget(child)
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def _qemu_error(child: pexpect.spawn) -> str:
+    """QEMU's last error line, once it has exited ("" if it says none within a few seconds)."""
+    try:
+        child.expect(pexpect.EOF, timeout=5)
+    except pexpect.TIMEOUT:
+        pass
+    errors = re.findall(r"qemu-system-[\w-]+: ([^\r\n]+)", child.before or "")
+    return errors[-1] if errors else ""
+
+
 class Resume(_Handover):
     """A later warm run: QEMU loads the snapshot, the guest continues and gets its payload.
 
@@ -306,13 +357,16 @@ class Resume(_Handover):
 
     def __call__(self, child: pexpect.spawn, log_so_far: str = "") -> None:
         try:
-            qmp = Qmp(self.sock, self.timeout)
             try:
-                qmp.wait_status({"paused", "running"}, self.timeout)
-                self._mark("loaded")
-                qmp.cmd("cont")
-            finally:
-                qmp.close()
+                qmp = Qmp(self.sock, self.timeout)
+                try:
+                    qmp.wait_status({"paused", "running"}, self.timeout)
+                    self._mark("loaded")
+                    qmp.cmd("cont")
+                finally:
+                    qmp.close()
+            except Unusable as exc:
+                raise Unusable(f"QEMU did not load the snapshot: {_qemu_error(child) or exc}") from None
             self._send_payload(child)
         finally:
             self.cleanup()
