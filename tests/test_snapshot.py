@@ -128,6 +128,12 @@ def _run(tmp_path: Path, name: str, *extra: str) -> dict:
     return json.loads((run_dir / "results.json").read_text())["kernels"][0] | {"dir": run_dir}
 
 
+def _why_not_warm(k: dict) -> str:
+    """What a run that should have resumed says about its warm attempt (for the assertion message)."""
+    why = k["dir"] / k["release"] / "warm-failed.txt"
+    return f"start {k['start']}: " + (why.read_text() if why.is_file() else "no warm-failed.txt")
+
+
 @pytest.mark.vm
 def test_a_resumed_guest_gives_the_cold_verdicts(tmp_path):
     """The default board on 6.12, booted and resumed: the same verdicts, the same KTAP, line for line."""
@@ -136,7 +142,7 @@ def test_a_resumed_guest_gives_the_cold_verdicts(tmp_path):
     again = _run(tmp_path, "again")  # resumes it
     assert cold["start"] == "cold"
     assert warm["start"] in ("saved", "resumed")  # saved unless an earlier run of the suite did
-    assert again["start"] == "resumed"
+    assert again["start"] == "resumed", _why_not_warm(again)
     for k in (warm, again):
         assert k["verdict"] == cold["verdict"] == "pass"
         assert _untimed(k["scenarios"]) == _untimed(cold["scenarios"])
@@ -156,7 +162,7 @@ def test_a_snapshot_that_does_not_resume_is_replaced_by_a_cold_boot(tmp_path):
     first = _run(tmp_path, "first")
     if first["start"] == "saved":
         first = _run(tmp_path, "first-resumed")
-    assert first["start"] == "resumed"
+    assert first["start"] == "resumed", _why_not_warm(first)
     argv = shlex.split((first["dir"] / first["release"] / "cmdline").read_text())
     entry = Path(shlex.split(argv[argv.index("-incoming") + 1].removeprefix("exec:"))[1]).parent
     assert (entry / ".complete").is_file()
@@ -169,4 +175,5 @@ def test_a_snapshot_that_does_not_resume_is_replaced_by_a_cold_boot(tmp_path):
     assert not entry.exists()
     assert _untimed(broken["scenarios"]) == _untimed(first["scenarios"])
     assert _run(tmp_path, "after")["start"] == "saved"  # a new snapshot
-    assert _run(tmp_path, "later")["start"] == "resumed"
+    later = _run(tmp_path, "later")
+    assert later["start"] == "resumed", _why_not_warm(later)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -269,11 +270,12 @@ def _start_hanging_run(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              preexec_fn=_as_a_foreground_job)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _qemu_pids(str(run_dir)):
+    while time.monotonic() < deadline and not _qemu_under(child.pid):
         time.sleep(0.2)
-    assert _qemu_pids(str(run_dir)), "QEMU never started"
+    qemus = _qemu_under(child.pid)
+    assert qemus, "QEMU never started"
     time.sleep(1)
-    return child, run_dir
+    return child, qemus
 
 
 @pytest.mark.parametrize("signame,code,words", [("SIGINT", 130, "msiforge: interrupted"),
@@ -283,26 +285,26 @@ def test_a_signal_stops_the_run_and_leaves_no_qemu_behind(tmp_path, signame, cod
     """Ctrl-C, a cancelled CI job or timeout(1) (SIGTERM), a closed terminal (SIGHUP): QEMU goes too."""
     import signal
 
-    child, run_dir = _start_hanging_run(tmp_path)
+    child, qemus = _start_hanging_run(tmp_path)
     child.send_signal(getattr(signal, signame))
     _, err = child.communicate(timeout=30)
     assert child.returncode == code, err
     assert words in err and "Traceback" not in err
     time.sleep(0.5)
-    assert _qemu_pids(str(run_dir)) == []
+    assert _still_running(qemus) == []
 
 
 def test_sigkill_of_msiforge_takes_qemu_with_it(tmp_path):
     """Not even SIGKILL leaves a guest running: QEMU has PR_SET_PDEATHSIG."""
     import signal
 
-    child, run_dir = _start_hanging_run(tmp_path)
+    child, qemus = _start_hanging_run(tmp_path)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _qemu_pids(str(run_dir)):
+    while time.monotonic() < deadline and _still_running(qemus):
         time.sleep(0.1)
-    assert _qemu_pids(str(run_dir)) == []
+    assert _still_running(qemus) == []
 
 
 def test_an_unknown_step_in_the_guest_fails_closed(tmp_path):
@@ -321,11 +323,36 @@ def test_an_unknown_step_in_the_guest_fails_closed(tmp_path):
     assert any("no scenario_no_such_step in this guest script" in d for d in unknown.diagnostics), unknown
 
 
-def _qemu_pids(needle: str) -> list[int]:
-    import subprocess
+def _proc_stat(pid: int) -> tuple[str, str, int] | None:
+    """(command name, state, parent pid) of a live process, None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+    return comm, rest[0], int(rest[1])
 
-    out = subprocess.run(["pgrep", "-f", f"qemu-system.*{needle}"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+
+def _qemu_under(root: int) -> list[int]:
+    """The QEMU processes below ``root`` in the process tree (its argv may name only the cache: a resumed guest)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))):
+            parents[int(entry.name)] = stat
+    found = []
+    for pid, (comm, _, _) in parents.items():
+        up = pid
+        while up in parents and up != root:
+            up = parents[up][2]
+        if up == root and comm.startswith("qemu-system"):
+            found.append(pid)
+    return found
+
+
+def _still_running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still alive as the same QEMU (not gone, not a zombie)."""
+    return [pid for pid in pids
+            if (stat := _proc_stat(pid)) and stat[0].startswith("qemu-system") and stat[1] != "Z"]
 
 
 def test_vng_backend_runs_the_same_script(tmp_path):
