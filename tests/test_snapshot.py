@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -117,8 +118,39 @@ def test_qmp_client_talks_to_a_real_qemu(tmp_path):
         proc.wait()
 
 
+#: The one thing a scenario may legitimately do differently from boot to boot, cold or warm: an
+#: affinity move that the kernel completes only when interrupts arrive takes as many as the
+#: timing needs (run.sh's move_to fires until the effective affinity follows, and says so).
+_MOVE = re.compile(r"(\S+): move of slot \d+ to CPU\d+ completed after (\d+) interrupt\(s\)")
+
+
 def _untimed(scenarios: list[dict]) -> list[dict]:
-    return [{k: v for k, v in s.items() if k != "seconds"} for s in scenarios]
+    """The scenarios without their times and without the interrupts a deferred affinity move took."""
+    out = []
+    for s in scenarios:
+        s = {k: v for k, v in s.items() if k != "seconds"}
+        interrupts = dict(s.get("interrupts", {}))
+        kept = []
+        for d in s.get("diagnostics", []):
+            if m := _MOVE.fullmatch(d):
+                interrupts[m[1]] -= int(m[2])
+            else:
+                kept.append(d)
+        out.append(s | {"diagnostics": kept, "interrupts": interrupts})
+    return out
+
+
+def _ktap(path: Path) -> list[str]:
+    """A KTAP file's lines, less the deferred-move notes and the interrupts they took (see _MOVE)."""
+    out, moved = [], {}
+    for ln in path.read_text().splitlines():
+        if m := _MOVE.search(ln):
+            moved[m[1]] = moved.get(m[1], 0) + int(m[2])
+            continue
+        if (m := re.fullmatch(r"(\s*# (\S+): interrupts: )(\d+)", ln)) and m[2] in moved:
+            ln = f"{m[1]}{int(m[3]) - moved.pop(m[2])}"
+        out.append(ln)
+    return out
 
 
 def _run(tmp_path: Path, name: str, *extra: str) -> dict:
@@ -146,8 +178,7 @@ def test_a_resumed_guest_gives_the_cold_verdicts(tmp_path):
     for k in (warm, again):
         assert k["verdict"] == cold["verdict"] == "pass"
         assert _untimed(k["scenarios"]) == _untimed(cold["scenarios"])
-        ktap = (k["dir"] / k["release"] / "ktap.txt").read_text()
-        assert ktap == (cold["dir"] / cold["release"] / "ktap.txt").read_text()
+        assert _ktap(k["dir"] / k["release"] / "ktap.txt") == _ktap(cold["dir"] / cold["release"] / "ktap.txt")
         log = (k["dir"] / k["release"] / "console.log").read_text()
         assert "msiforge-warm: payload ok" in log
         assert log.index("msiforge-ready") < log.index("msiforge-guest: start")  # the boot log comes first
