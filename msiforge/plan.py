@@ -53,6 +53,8 @@ class BootPlan:
     cmdline: str
     #: warm: resumed from a snapshot of the booted base guest (vmtests/snapshot.py); cold: booted.
     start: Choice = Choice("cold", "")
+    #: The QEMU binary when it is not the host's ("": the host's), e.g. a newer one for -icount (vmtests/newer_qemu.py).
+    qemu: Choice = Choice("", "the host's QEMU")
 
 
 @dataclass(frozen=True)
@@ -135,22 +137,43 @@ def start_choice(board: Board, accel, backend: str, cold: bool) -> Choice:
 def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cache: Path,
               cold: bool = False) -> BootPlan:
     """How ``kernel`` (a fetched or built ``kernels.Kernel``) boots: runs the cached clock and image probes."""
-    from .vmtests import backends, qemu
+    from .vmtests import backends, newer_qemu, qemu
 
     clock = Choice("host", "KVM: the host's clocks")
     icount = False
+    be = backends.get(backend)
+    binary = Choice("", "the host's QEMU")
     if accel.name == "tcg" and board.tcg_clock == "auto":
         icount, why = qemu.probe_icount(kernel.vmlinuz, cache / "probes", board.arch)
+        if not icount and be.newer_qemu and newer_qemu.available(board.arch):
+            binary, icount, why = _newer_qemu_for_icount(board, kernel, cache, why)
         clock = Choice("icount" if icount else "real-time", why)
     elif accel.name == "tcg":
         clock = Choice("real-time", "real-time clocks (the board's tcg_clock)")
-    be = backends.get(backend)
-    image, how = be.image(board, kernel, accel, icount, cache)
+    image, how = be.image(board, kernel, accel, icount, cache, binary.value or None)
     start = start_choice(board, accel, backend, cold)
     # A snapshot's command line is the one it was saved with: a resumed guest gets its fault with the payload.
     cmdline = be.cmdline(board, None if start.value == "warm" else fault, accel)
     return BootPlan(backend=backend, accel=Choice(accel.name, accel.reason), clock=clock,
-                    image=Choice(str(image), how), cmdline=cmdline, start=start)
+                    image=Choice(str(image), how), cmdline=cmdline, start=start, qemu=binary)
+
+
+def _newer_qemu_for_icount(board: Board, kernel, cache: Path, host_why: str) -> tuple[Choice, bool, str]:
+    """The kernel stalls under -icount on the host's QEMU: (the QEMU, icount, why) with the newer one, if it boots."""
+    from .vmtests import newer_qemu, qemu
+
+    path = str(newer_qemu.binary(board.arch))
+    # Twice the host's limit: it is asked only of kernels known to stall there, once (cached).
+    ok, why = qemu.probe_icount(kernel.vmlinuz, cache / "probes", board.arch, binary=path,
+                                timeout=2 * qemu.ICOUNT_PROBE_SECONDS)
+    host = f"the host's QEMU {newer_qemu.version(qemu.qemu_binary(board.arch))}"
+    newer = f"QEMU {newer_qemu.version(path)} from {newer_qemu.SUITE}"
+    host_why = host_why.split(", using")[0]
+    if not ok:
+        return Choice("", "the host's QEMU"), False, f"{host_why} ({host}; {newer} neither), using real-time clocks"
+    return (Choice(path, f"{newer}: on {host} this kernel stalls under -icount (its vCPUs take turns "
+                         "without fairness, fixed in QEMU 8.1)"),
+            True, f"{why} on {newer} ({host}: {host_why.removeprefix('-icount probe: ')})")
 
 
 def make(board: Board, kernels: list, accel=None, backend: str = "qemu", fault: str | None = None,
@@ -181,6 +204,8 @@ def describe(plan: Plan) -> list[str]:
             b = k.boot
             lines.append(f"  backend {b.backend}; accelerator {b.accel.value.upper()}: {b.accel.why}")
             lines.append(f"  clock {b.clock.value}: {b.clock.why}")
+            if b.qemu.value:
+                lines.append(f"  qemu {b.qemu.value}: {b.qemu.why}")
             lines.append(f"  image {b.image.value} ({b.image.why})")
             lines.append(f"  command line: {b.cmdline}")
             lines.append(f"  start {b.start.value}: {b.start.why}")

@@ -39,7 +39,9 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 #: Package names kept in a suite's index: what kernels, build roots and source trees need.
 _WANTED = re.compile(r"^(?:linux-(?:image|binary-unsigned|headers|kbuild|base|modules|source)-\d\S*"
-                     r"|gcc-\d+|gcc-\d+-for-host|pahole)$")
+                     r"|gcc-\d+|gcc-\d+-for-host|pahole"
+                     # vmtests/newer_qemu.py: a newer QEMU than the host's, unpacked into the cache
+                     r"|qemu-system-(?:x86|arm|ppc|common|data)|seabios)$")
 
 #: How long a suite's lists are used before ``apt-get update`` runs again (seconds).
 DEFAULT_TTL = 24 * 3600
@@ -266,7 +268,7 @@ def packages(suite: Suite) -> list[dict[str, str]]:
     update(suite)
     rel = _release_file(suite)
     lists = sorted((state_dir(suite) / "state/lists").glob("*Packages*"))
-    key = hashlib.sha256("".join(f"{p.name}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
+    key = hashlib.sha256(_WANTED.pattern.encode() + "".join(f"{p.name}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
                                  for p in [rel, *lists] if p).encode()).hexdigest()[:16]
     cached = state_dir(suite) / f"index-{key}.json"
     if cached.exists():

@@ -38,8 +38,11 @@ class Backend:
     def check_kernel(self, spec: str, kernel) -> None:
         """InputError (one line) when this backend cannot boot the Debian kernel ``kernel`` (a DebianKernel)."""
 
-    def image(self, board, kernel, accel, icount: bool, cache: Path) -> tuple[Path, str]:
-        """What the guest boots, and how (cached probes)."""
+    #: Whether its boots can run on a QEMU other than the host's (vmtests/newer_qemu.py).
+    newer_qemu = False
+
+    def image(self, board, kernel, accel, icount: bool, cache: Path, binary: str | None = None) -> tuple[Path, str]:
+        """What the guest boots, and how (cached probes; ``binary``: the QEMU, None for the host's)."""
         return kernel.vmlinuz, "the kernel's image"
 
     def cmdline(self, board, fault: str | None, accel) -> str:
@@ -58,12 +61,13 @@ class Backend:
 class Qemu(Backend):
     name = "qemu"
     faults = True
+    newer_qemu = True
 
-    def image(self, board, kernel, accel, icount, cache):
+    def image(self, board, kernel, accel, icount, cache, binary=None):
         from . import qemu
 
         if board.arch == "x86_64":
-            return qemu.boot_image(kernel.vmlinuz, accel, icount, cache)
+            return qemu.boot_image(kernel.vmlinuz, accel, icount, cache, binary)
         return kernel.vmlinuz, arches.get(board.arch).image.rsplit("/", 1)[-1]  # Image, vmlinux
 
     def cmdline(self, board, fault, accel):
@@ -80,7 +84,7 @@ class Qemu(Backend):
                                  initramfs.busybox_for(board.arch))
         accel = qemu.Accel(boot.accel.value, boot.accel.why)
         return qemu.command(board, accel, Path(boot.image.value), initrd, boot.cmdline,
-                            boot.clock.value == "icount"), None
+                            boot.clock.value == "icount", boot.qemu.value or None), None
 
     def warm(self, board, boot, tree, kdir, modules):
         from ..cache import cache_root
@@ -90,7 +94,8 @@ class Qemu(Backend):
         guest_modules = kbuild.strip_for_guest(modules, kdir / "modules", board.arch)
         base = initramfs.warm_base(cache_root() / "snapshots", initramfs.busybox_for(board.arch))
         accel = qemu.Accel(boot.accel.value, boot.accel.why)
-        argv = qemu.command(board, accel, Path(boot.image.value), base, boot.cmdline, boot.clock.value == "icount")
+        argv = qemu.command(board, accel, Path(boot.image.value), base, boot.cmdline, boot.clock.value == "icount",
+                            boot.qemu.value or None)
         return argv, initramfs.payload(guest_modules, tree / "run.sh")
 
 
@@ -105,7 +110,7 @@ class Vng(Backend):
             raise InputError(f"--backend vng: kernel {spec} ({kernel.release}) has its virtio and 9p drivers "
                              "in linux-modules, which msiforge does not fetch; use the qemu backend")
 
-    def image(self, board, kernel, accel, icount, cache):
+    def image(self, board, kernel, accel, icount, cache, binary=None):
         return kernel.vmlinuz, "bzImage, booted by virtme-ng"
 
     def cmdline(self, board, fault, accel):

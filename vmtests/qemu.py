@@ -29,8 +29,9 @@ class Accel:
         return f"{self.name.upper()} ({self.reason})"
 
 
-def qemu_binary(arch: str = "x86_64") -> str:
-    return hostprogs.require(arches.get(arch).qemu)
+def qemu_binary(arch: str = "x86_64", binary: str | None = None) -> str:
+    """The QEMU of ``arch``: ``binary`` when a plan chose one (vmtests/newer_qemu.py), else the host's."""
+    return binary or hostprogs.require(arches.get(arch).qemu)
 
 
 #: /init of the probe guest: say so, power off.
@@ -47,7 +48,7 @@ def _probe_append(arch: str, accel: str) -> str:
 
 
 def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
-                arch: str = "x86_64") -> tuple[int, str, float]:
+                arch: str = "x86_64", binary: str | None = None) -> tuple[int, str, float]:
     """Boot ``kernel`` to a trivial init; return (outcome index, what was seen, seconds).
 
     Outcome 0: init ran; 1: KVM internal error; 2: QEMU error; 3: QEMU exited; 4: timeout.
@@ -60,7 +61,7 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
 
     with tempfile.TemporaryDirectory(prefix="msiforge-probe-") as tmp:
         initrd = initramfs.build_minimal(Path(tmp) / "probe.cpio", _PROBE_INIT, initramfs.busybox_for(arch))
-        argv = [qemu_binary(arch), *accel_args, "-m", "256M", "-nodefaults", "-no-user-config",
+        argv = [qemu_binary(arch, binary), *accel_args, "-m", "256M", "-nodefaults", "-no-user-config",
                 "-display", "none", "-serial", "stdio", "-no-reboot", "-kernel", str(kernel),
                 "-initrd", str(initrd), "-append",
                 _probe_append(arch, accel_args[accel_args.index("-accel") + 1])]
@@ -78,15 +79,17 @@ def _probe_boot(kernel: Path, accel_args: list[str], timeout: float,
     return idx, seen.strip(), time.monotonic() - start
 
 
-def _probe_entry(kind: str, kernel: Path, cache_dir: Path, per_boot: bool, arch: str = "x86_64") -> Path:
+def _probe_entry(kind: str, kernel: Path, cache_dir: Path, per_boot: bool, arch: str = "x86_64",
+                 binary: str | None = None) -> Path:
     """Where a probe's answer is kept: per kernel and QEMU binary (and host boot, for KVM)."""
     import hashlib
 
-    st = Path(qemu_binary(arch)).stat()
+    st = Path(qemu_binary(arch, binary)).stat()
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip() if per_boot else ""
     # The command line is part of the answer: a probe of other boot words is asked again.
     append = _probe_append(arch, "kvm" if kind == "kvm" else "tcg")
-    key = f"{kernel.resolve()}:{kernel.stat().st_size}:{st.st_size}:{st.st_mtime}:{boot}:{append}"
+    which = f":{Path(binary).resolve()}" if binary else ""  # the host's QEMU keeps its old keys
+    key = f"{kernel.resolve()}:{kernel.stat().st_size}:{st.st_size}:{st.st_mtime}:{boot}:{append}{which}"
     return cache_dir / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
@@ -134,24 +137,26 @@ def probe_kvm(kernel: Path, cache_dir: Path | None = None) -> tuple[bool, str]:
 ICOUNT_PROBE_SECONDS = 15.0
 
 
-def probe_icount(kernel: Path, cache_dir: Path, arch: str = "x86_64") -> tuple[bool, str]:
+def probe_icount(kernel: Path, cache_dir: Path, arch: str = "x86_64",
+                 binary: str | None = None, timeout: float = ICOUNT_PROBE_SECONDS) -> tuple[bool, str]:
     """Whether ``kernel`` boots under TCG with ``-icount`` (cached per kernel and QEMU binary).
 
     Some kernels stall bringing up secondary CPUs when virtual time follows
-    instruction counts (seen with Debian 6.1); they run with real-time clocks.
+    instruction counts on QEMU 7.2 (Debian 6.1: vmtests/newer_qemu.py says
+    why); without a QEMU that boots them so, they run with real-time clocks.
     """
     def probe() -> tuple[bool, str]:
         machine = arches.get(arch).probe_machine()
         idx, _, secs = _probe_boot(kernel, [*machine, "-accel", "tcg", "-smp", "2", *tcg_timing()],
-                                   ICOUNT_PROBE_SECONDS, arch)
+                                   timeout, arch, binary)
         if idx == 0:
             return True, f"-icount probe: init reached in {secs:.1f} s"
-        return False, f"-icount probe: init not reached within {ICOUNT_PROBE_SECONDS:g} s, using real-time clocks"
+        return False, f"-icount probe: init not reached within {timeout:g} s, using real-time clocks"
 
-    return _cached_probe(_probe_entry("icount", kernel, cache_dir, per_boot=False, arch=arch), probe)
+    return _cached_probe(_probe_entry("icount", kernel, cache_dir, per_boot=False, arch=arch, binary=binary), probe)
 
 
-def probe_pvh(vmlinux: Path, cache_dir: Path, icount: bool) -> tuple[bool, str]:
+def probe_pvh(vmlinux: Path, cache_dir: Path, icount: bool, binary: str | None = None) -> tuple[bool, str]:
     """Whether ``vmlinux`` reaches init by PVH direct boot under TCG (cached per image and QEMU binary)."""
     def probe() -> tuple[bool, str]:
         timing = tcg_timing() if icount else []
@@ -161,7 +166,7 @@ def probe_pvh(vmlinux: Path, cache_dir: Path, icount: bool) -> tuple[bool, str]:
         # boots here), so a silent timeout is tried once more before the
         # answer, which is cached, sends every later run to the bzImage.
         for attempt in (1, 2):
-            idx, seen, secs = _probe_boot(vmlinux, args, 30)
+            idx, seen, secs = _probe_boot(vmlinux, args, 30, binary=binary)
             if idx == 0:
                 again = " (on a second try)" if attempt == 2 else ""
                 return True, f"PVH probe: init reached in {secs:.1f} s{again}"
@@ -170,10 +175,11 @@ def probe_pvh(vmlinux: Path, cache_dir: Path, icount: bool) -> tuple[bool, str]:
         return False, f"PVH probe: init not reached ({seen or 'no output within 30 s, twice'})"
 
     kind = "pvh-icount" if icount else "pvh"
-    return _cached_probe(_probe_entry(kind, vmlinux, cache_dir, per_boot=False), probe)
+    return _cached_probe(_probe_entry(kind, vmlinux, cache_dir, per_boot=False, binary=binary), probe)
 
 
-def boot_image(kernel: Path, accel: Accel, icount: bool, cache_dir: Path) -> tuple[Path, str]:
+def boot_image(kernel: Path, accel: Accel, icount: bool, cache_dir: Path,
+               binary: str | None = None) -> tuple[Path, str]:
     """What an x86 guest passes to ``-kernel``, and a word on why.
 
     Under TCG: the kernel's uncompressed vmlinux by PVH direct boot, when the
@@ -189,7 +195,7 @@ def boot_image(kernel: Path, accel: Accel, icount: bool, cache_dir: Path) -> tup
     vmlinux, why = bootimage.pvh_vmlinux(kernel, cache_dir / "vmlinux")
     if vmlinux is None:
         return kernel, f"bzImage: {why}"
-    ok, why = probe_pvh(vmlinux, cache_dir / "probes", icount)
+    ok, why = probe_pvh(vmlinux, cache_dir / "probes", icount, binary)
     return (vmlinux, "PVH") if ok else (kernel, f"bzImage: {why}")
 
 
@@ -206,15 +212,18 @@ def choose_accel(requested: str, kernel: Path, cache_dir: Path | None = None) ->
 
 
 def command(board: Board, accel: Accel, kernel: Path, initrd: Path, append: str,
-            icount: bool = False) -> list[str]:
-    """The QEMU argv for one boot of ``board``: its arch's record (msiforge/arches) fills in the differences."""
+            icount: bool = False, binary: str | None = None) -> list[str]:
+    """The QEMU argv for one boot of ``board``: its arch's record (msiforge/arches) fills in the differences.
+
+    ``binary``: the QEMU the plan chose (vmtests/newer_qemu.py), None for the host's.
+    """
     arch = arches.get(board.arch)
     if accel.name not in arch.accels:
         raise EnvironmentProblem(f"board {board.name}: an {arch.name} guest runs under "
                                  f"{' or '.join(a.upper() for a in arch.accels)} here, not {accel.name.upper()}")
 
     def argv_for(machine: str) -> list[str]:
-        argv = [qemu_binary(board.arch), *arch.firmware(accel.name), "-M", machine, "-accel", accel.name,
+        argv = [qemu_binary(board.arch, binary), *arch.firmware(accel.name), "-M", machine, "-accel", accel.name,
                 *arch.cpu(accel.name), "-smp", str(board.cpus), "-m", f"{board.memory_mib}M", *arches.COMMON]
         if accel.name == "tcg" and icount:
             argv += tcg_timing()

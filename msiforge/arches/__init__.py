@@ -63,6 +63,8 @@ class Arch:
     edu_dma_mask: int = 0xffffffff
     #: Whether runs resume warm snapshots of the booted guest (vmtests/snapshot.py): verified per arch.
     snapshots: bool = False
+    #: The Debian package of a newer QEMU for this arch (vmtests/newer_qemu.py), "" if none is verified.
+    newer_qemu: str = ""
     #: Whether msiforge writes the guest's device tree (platform devices, their wired interrupts).
     device_tree: bool = False
     #: The data the driver template needs (generator/arch.py reads it).

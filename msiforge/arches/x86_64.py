@@ -48,6 +48,7 @@ ARCH = X86_64(
     slot_tag="",
     accels=("kvm", "tcg"),
     snapshots=True,
+    newer_qemu="qemu-system-x86",
     cmdline=("initcall_blacklist=" + ",".join(SKIPPED_INITCALLS),),
     # The driver template's data (generator/arch.py; C that differs: templates/module/driver/arch/).
     c={
