@@ -32,3 +32,21 @@ def test_only_a_verified_arch_gets_it():
 
     assert newer_qemu.available("x86_64")
     assert not newer_qemu.available("arm64") and not newer_qemu.available("ppc64le")
+
+
+def test_without_the_newer_qemu_a_stalling_kernel_still_runs_on_real_time_clocks(monkeypatch, tmp_path):
+    """A mirror without bookworm-backports: the plan says why and keeps the host's QEMU (faked: the download)."""
+    from msiforge import plan
+    from msiforge.board import load_board
+    from msiforge.errors import EnvironmentProblem
+    from msiforge.vmtests import newer_qemu
+
+    def missing(arch):
+        raise EnvironmentProblem("bookworm-backports has no qemu-system-x86: the newer QEMU cannot be fetched")
+
+    monkeypatch.setattr(newer_qemu, "binary", missing)
+    qemu, icount, why = plan._newer_qemu_for_icount(
+        load_board(None), None, tmp_path, "-icount probe: init not reached within 15 s, using real-time clocks")
+    assert (qemu.value, icount) == ("", False)
+    assert why == ("-icount probe: init not reached within 15 s (no newer QEMU: bookworm-backports has no "
+                   "qemu-system-x86: the newer QEMU cannot be fetched), using real-time clocks")
