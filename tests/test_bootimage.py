@@ -125,10 +125,11 @@ def test_boot_image_under_kvm_is_the_kernel_itself(tmp_path):
 def test_boot_image_falls_back_when_the_probe_fails(tmp_path, monkeypatch):
     img = tmp_path / "vmlinuz"
     img.write_bytes(_bzimage(gzip.compress(_elf(True))))
-    monkeypatch.setattr(qemu, "probe_pvh", lambda vmlinux, cache, icount: (False, "PVH probe: init not reached"))
+    monkeypatch.setattr(qemu, "probe_pvh",
+                        lambda vmlinux, cache, icount, binary=None: (False, "PVH probe: init not reached"))
     image, how = qemu.boot_image(img, qemu.Accel("tcg", "t"), True, tmp_path)
     assert image == img and how == "bzImage: PVH probe: init not reached"
-    monkeypatch.setattr(qemu, "probe_pvh", lambda vmlinux, cache, icount: (True, "ok"))
+    monkeypatch.setattr(qemu, "probe_pvh", lambda vmlinux, cache, icount, binary=None: (True, "ok"))
     image, how = qemu.boot_image(img, qemu.Accel("tcg", "t"), True, tmp_path)
     assert image.suffix == ".elf" and how == "PVH"
 
