@@ -166,7 +166,8 @@ def _newer_qemu_for_icount(board: Board, kernel, cache: Path, host_why: str) -> 
     try:
         path = str(newer_qemu.binary(board.arch))
     except EnvironmentProblem as exc:  # a mirror without the suite: the kernel still runs, on real-time clocks
-        return Choice("", "the host's QEMU"), False, f"{host_why.split(', using')[0]} (no newer QEMU: {exc}), using real-time clocks"
+        stalls = host_why.split(", using")[0]
+        return Choice("", "the host's QEMU"), False, f"{stalls} (no newer QEMU: {exc}), using real-time clocks"
     # Twice the host's limit: it is asked only of kernels known to stall there, once (cached).
     ok, why = qemu.probe_icount(kernel.vmlinuz, cache / "probes", board.arch, binary=path,
                                 timeout=2 * qemu.ICOUNT_PROBE_SECONDS)
