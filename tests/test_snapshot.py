@@ -208,3 +208,26 @@ def test_a_snapshot_that_does_not_resume_is_replaced_by_a_cold_boot(tmp_path):
     assert _run(tmp_path, "after")["start"] == "saved"  # a new snapshot
     later = _run(tmp_path, "later")
     assert later["start"] == "resumed", _why_not_warm(later)
+
+
+def test_a_report_before_the_payload_is_the_snapshots_not_the_code_under_test():
+    """A resumed base guest that WARNs or oopses before its payload arrives: Unusable (cold boot), not a verdict.
+
+    The guest is a shell that prints what the resumed 6.12.118 guest printed (its flags corrupted by the
+    restore); the real resume path runs in the VM tests above.
+    """
+    import pexpect
+
+    from msiforge.vmtests import snapshot
+
+    line = "[    7.226965] WARNING: CPU: 0 PID: 132 at arch/x86/kernel/traps.c:1120 exc_debug_kernel+0xca/0x160"
+    child = pexpect.spawn("sh", ["-c", f"read go; echo '{line}'; sleep 30"], encoding="utf-8", timeout=10)
+    handover = snapshot._Handover(b"payload", None, 10)
+    try:
+        with pytest.raises(snapshot.Unusable, match=r"reported 'WARNING: CPU: 0 PID: 132 at arch/x86/kernel/"
+                                                    r"traps.c:1120 exc_debug_kernel\+0xca/0x160' before its "
+                                                    r"payload arrived \(no msiforge module loaded yet\)"):
+            handover._send_payload(child)
+    finally:
+        child.terminate(force=True)
+        handover.cleanup()

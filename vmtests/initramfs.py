@@ -79,6 +79,18 @@ done
 stty -echo
 # A 16550's receive interrupt after 14 bytes, not 8: the payload crosses faster.
 for t in /sys/class/tty/*/rx_trig_bytes; do echo 14 > "$t"; done 2>/dev/null
+# Saved while a kernel thread runs (the boot's async crypto self-tests, say), a QEMU
+# 7.2 TCG state can resume with that CPU's flags corrupted (seen: TF and IOPL set in
+# kmalloc's cmpxchg16b, then an oops).  So the save waits until nothing but this
+# shell is runnable, three samples in a row (at most 5 s).
+q=0
+n=0
+while [ $q -lt 3 ] && [ $n -lt 100 ]; do
+	read -r _ _ _ r _ < /proc/loadavg
+	if [ "${r%/*}" = 1 ]; then q=$((q + 1)); else q=0; fi
+	n=$((n + 1))
+	sleep 0.05
+done
 echo "@READY@"
 read -r go fault left sum
 if [ "$go" = check ]; then

@@ -48,6 +48,10 @@ FORMAT = 1
 _HASHED_FILE_LIMIT = 16 << 20
 
 
+#: A kernel report from a base guest (no msiforge module loaded): the line, for the reason given.
+BASE_REPORT = r"(?:WARNING: CPU: \d+ PID: |" + console.REPORT + r")[^\r\n]*"
+
+
 class Unusable(Exception):
     """A snapshot could not be made or resumed; the run boots cold and says why."""
 
@@ -208,8 +212,12 @@ class _Handover:
         self._mark("payload")
 
     def _expect(self, child: pexpect.spawn, pattern: str, what: str) -> None:
-        idx = child.expect([pattern, r"msiforge-warm: payload corrupt", pexpect.EOF, pexpect.TIMEOUT],
-                           timeout=self.timeout)
+        idx = child.expect([pattern, r"msiforge-warm: payload corrupt", pexpect.EOF, pexpect.TIMEOUT,
+                            BASE_REPORT], timeout=self.timeout)
+        if idx == 4:
+            # No msiforge code has run yet: the report is the resumed base guest's, a snapshot gone bad.
+            raise Unusable(f"the guest reported {child.after.strip()!r} before its payload arrived "
+                           "(no msiforge module loaded yet)")
         if idx != 0:
             why = ("arrived corrupt", "QEMU exited", f"not acknowledged within {self.timeout:g} s")[idx - 1]
             raise Unusable(f"handing the guest its payload: {what} {why}")
@@ -315,7 +323,10 @@ def _check(argv: list[str], state: Path, timeout: float) -> None:
         except Unusable as exc:
             raise Unusable(f"the new snapshot does not resume: {_qemu_error(child) or exc}") from None
         child.send("check - 0 -\n")
-        if child.expect([r"msiforge-warm: check [0-9a-f]+ ok", pexpect.EOF, pexpect.TIMEOUT]) != 0:
+        idx = child.expect([r"msiforge-warm: check [0-9a-f]+ ok", BASE_REPORT, pexpect.EOF, pexpect.TIMEOUT])
+        if idx == 1:
+            raise Unusable(f"the new snapshot does not resume: the guest reported {child.after.strip()!r}")
+        if idx != 0:
             tail = " ".join((child.before or "").split()[-12:])
             raise Unusable(f"the new snapshot does not resume: the guest did not pass its check ({tail})")
     finally:
