@@ -175,7 +175,13 @@ def _check_fault_verdict(tmp_path, fault, *kernel_args, board=SMALL, how="warm")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     k = _results(tmp_path / "run")["kernels"][0]
     assert k["verdict"] == verdict, k
-    assert k["start"] in (("saved", "resumed") if how == "warm" else ("cold",)), k
+    if how == "warm" and k["start"] == "cold":
+        # QEMU 7.2 rarely restores a snapshot into a guest that reports before its payload (its flags
+        # corrupted): the run then says why and boots cold, and the verdict below must still hold.
+        why = (tmp_path / "run" / k["release"] / "warm-failed.txt").read_text()
+        assert "before its payload arrived" in why or "did not load" in why, why
+    else:
+        assert k["start"] in (("saved", "resumed") if how == "warm" else ("cold",)), k
     log = (tmp_path / "run" / k["release"] / "console.log").read_text(errors="replace")
     assert words in k["detail"] or words in log
     assert f"console log: {k['console_log']}" in proc.stdout
