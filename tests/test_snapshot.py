@@ -231,3 +231,31 @@ def test_a_report_before_the_payload_is_the_snapshots_not_the_code_under_test():
     finally:
         child.terminate(force=True)
         handover.cleanup()
+
+
+def test_the_cache_keeps_the_most_recently_used_snapshots(tmp_path, monkeypatch):
+    """prune() removes the least recently used complete snapshots; lookup() counts as a use."""
+    import os
+
+    from msiforge.errors import InputError
+    from msiforge.vmtests import snapshot
+
+    argvs = [["true", "-name", f"guest{i}"] for i in range(5)]
+    for i, argv in enumerate(argvs):
+        entry = tmp_path / "snapshots" / snapshot.key(argv)
+        entry.mkdir(parents=True)
+        (entry / "state").write_bytes(b"x")
+        (entry / ".complete").write_text("ok\n")
+        os.utime(entry / ".complete", ns=(i * 10**9, i * 10**9))  # guest4 is the newest
+    (tmp_path / "snapshots" / "half").mkdir()  # no .complete: being written, never pruned
+    (tmp_path / "snapshots" / "base-x.cpio").write_bytes(b"")
+    assert snapshot.lookup(argvs[0], tmp_path) is not None  # used now: the newest
+    removed = snapshot.prune(tmp_path, 2)
+    assert sorted(removed) == sorted(tmp_path / "snapshots" / snapshot.key(a) for a in argvs[1:4])
+    assert snapshot.lookup(argvs[0], tmp_path) and snapshot.lookup(argvs[4], tmp_path)
+    assert (tmp_path / "snapshots" / "half").is_dir() and (tmp_path / "snapshots" / "base-x.cpio").exists()
+    monkeypatch.setenv("MSIFORGE_SNAPSHOTS_KEPT", "0")
+    with pytest.raises(InputError, match="MSIFORGE_SNAPSHOTS_KEPT: '0' is not a whole number of at least 1"):
+        snapshot.kept()
+    monkeypatch.delenv("MSIFORGE_SNAPSHOTS_KEPT")
+    assert snapshot.kept() == 24

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -142,9 +143,43 @@ def key(argv: list[str]) -> str:
 
 
 def lookup(argv: list[str], cache_dir: Path) -> Snapshot | None:
-    """The saved snapshot for ``argv``, if the cache has a complete one."""
+    """The saved snapshot for ``argv``, if the cache has a complete one (marked as used now)."""
     entry = cache_dir / "snapshots" / key(argv)
-    return Snapshot(entry) if (entry / ".complete").is_file() else None
+    try:
+        os.utime(entry / ".complete")  # its last use: prune() keeps the most recently used
+    except OSError:
+        return None
+    return Snapshot(entry)
+
+
+def kept() -> int:
+    """How many snapshots the cache keeps (``$MSIFORGE_SNAPSHOTS_KEPT``, default 24: ~80 MB each)."""
+    text = os.environ.get("MSIFORGE_SNAPSHOTS_KEPT", "24")
+    if not text.isdigit() or int(text) < 1:
+        from ..errors import InputError
+
+        raise InputError(f"MSIFORGE_SNAPSHOTS_KEPT: {text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def prune(cache_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` most recently used snapshots; return what was removed.
+
+    A guest resuming a removed one either has its state open already (the
+    file lives on until it is closed) or fails to load it and boots cold.
+    """
+    root = cache_dir / "snapshots"
+    entries = []
+    for entry in root.iterdir() if root.is_dir() else ():
+        try:
+            entries.append(((entry / ".complete").stat().st_mtime_ns, entry))
+        except OSError:
+            continue  # not a snapshot (the base initramfs, a lock) or one being written
+    removed = []
+    for _, entry in sorted(entries, reverse=True)[keep:]:
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
 
 
 def _socket_dir() -> Path:
@@ -276,6 +311,7 @@ class SaveFirst(_Handover):
 
                 try:
                     ensure_entry(self.entry, save)
+                    prune(self.entry.parent.parent, kept())
                 except Unusable as exc:
                     self.save_error = str(exc)
             finally:
