@@ -264,35 +264,46 @@ def _resume_warm(board: Board, kernel: kern.Kernel, boot: plan.BootPlan, tree: P
 
     The first warm run of a kernel and machine boots the base guest and saves
     it at its ready point on the way (a pause, not a boot); later runs resume
-    it.  None when a snapshot does not resume (a state QEMU refuses, a payload
-    that does not arrive): it is removed from the cache and the caller boots
-    cold.
+    it.  A resumed guest that reports a kernel problem before its payload
+    (QEMU 7.2's restore rarely corrupts a CPU's flags; the state itself had
+    resumed cleanly after the save) is resumed once more.  None when a
+    snapshot does not resume (a state QEMU refuses, a payload that does not
+    arrive, a second misbehaving resume): it is removed from the cache and
+    the caller boots cold.
     """
     from .vmtests import snapshot
 
     base_argv, payload = backends.get(boot.backend).warm(board, boot, tree, kdir, modules)
     snap = snapshot.lookup(base_argv, cache_root())
-    if snap is None:
-        handover = snapshot.SaveFirst(base_argv, cache_root(), payload, fault, board.boot_timeout)
-        how, prefix = " (warm: saving its snapshot)", ""
-    else:
-        handover = snapshot.Resume(snap, payload, fault, board.boot_timeout)
-        how, prefix = " (warm)", snap.boot_log
-    argv = handover.argv(base_argv)
-    (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
-    try:
-        with progress.step((title.replace("boot ", "resume ", 1) if snap else title) + how):
-            events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
-                                   list(board.scenarios), cpus=board.cpus, handover=handover, log_prefix=prefix)
-    except snapshot.Unusable as exc:
-        if snap is not None:
-            snap.discard()
-        progress.info(f"warm start of {kernel.release} failed ({exc}): booting cold")
-        (kdir / "warm-failed.txt").write_text(f"{exc}\n")
-        for name in ("console.log", "cmdline"):  # kept for a look at what went wrong
-            if (kdir / name).exists():
-                os.replace(kdir / name, kdir / f"warm-{name}")
-        return None
+    for attempt in (1, 2):
+        if snap is None:
+            handover = snapshot.SaveFirst(base_argv, cache_root(), payload, fault, board.boot_timeout)
+            how, prefix = " (warm: saving its snapshot)", ""
+        else:
+            handover = snapshot.Resume(snap, payload, fault, board.boot_timeout)
+            how, prefix = " (warm)" if attempt == 1 else " (warm, second try)", snap.boot_log
+        argv = handover.argv(base_argv)
+        (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
+        try:
+            with progress.step((title.replace("boot ", "resume ", 1) if snap else title) + how):
+                events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
+                                       list(board.scenarios), cpus=board.cpus, handover=handover, log_prefix=prefix)
+            break
+        except snapshot.Unusable as exc:
+            again = snap is not None and attempt == 1 and isinstance(exc, snapshot.Misbehaved)
+            # Kept for a look at what went wrong: warm-1-* before a second try, warm-* before a cold boot.
+            tag = "warm-1" if again else "warm"
+            (kdir / f"{tag}-failed.txt").write_text(f"{exc}\n")
+            for name in ("console.log", "cmdline"):
+                if (kdir / name).exists():
+                    os.replace(kdir / name, kdir / f"{tag}-{name}")
+            if again:
+                progress.info(f"warm start of {kernel.release} failed ({exc}): resuming once more")
+                continue
+            if snap is not None:
+                snap.discard()
+            progress.info(f"warm start of {kernel.release} failed ({exc}): booting cold")
+            return None
     if getattr(handover, "save_error", ""):
         progress.info(f"no warm snapshot of {kernel.release} was saved: {handover.save_error}")
     return events
