@@ -43,6 +43,10 @@ class DevicePlan:
     why: str
 
 
+#: A boot on the host's own QEMU.
+HOST_QEMU = Choice("", "the host's QEMU")
+
+
 @dataclass(frozen=True)
 class BootPlan:
     """How one kernel is booted (absent when only generating)."""
@@ -55,7 +59,7 @@ class BootPlan:
     #: warm: resumed from a snapshot of the booted base guest (vmtests/snapshot.py); cold: booted.
     start: Choice = Choice("cold", "")
     #: The QEMU binary when it is not the host's ("": the host's), e.g. a newer one for -icount (vmtests/newer_qemu.py).
-    qemu: Choice = Choice("", "the host's QEMU")
+    qemu: Choice = HOST_QEMU
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cach
     clock = Choice("host", "KVM: the host's clocks")
     icount = False
     be = backends.get(backend)
-    binary = Choice("", "the host's QEMU")
+    binary = HOST_QEMU
     if accel.name == "tcg" and board.tcg_clock == "auto":
         icount, why = qemu.probe_icount(kernel.vmlinuz, cache / "probes", board.arch)
         if not icount and be.newer_qemu and newer_qemu.available(board.arch):
@@ -163,19 +167,18 @@ def _newer_qemu_for_icount(board: Board, kernel, cache: Path, host_why: str) -> 
     """The kernel stalls under -icount on the host's QEMU: (the QEMU, icount, why) with the newer one, if it boots."""
     from .vmtests import newer_qemu, qemu
 
+    host_why = host_why.split(", using")[0]
     try:
         path = str(newer_qemu.binary(board.arch))
     except EnvironmentProblem as exc:  # a mirror without the suite: the kernel still runs, on real-time clocks
-        stalls = host_why.split(", using")[0]
-        return Choice("", "the host's QEMU"), False, f"{stalls} (no newer QEMU: {exc}), using real-time clocks"
+        return HOST_QEMU, False, f"{host_why} (no newer QEMU: {exc}), using real-time clocks"
     # Twice the host's limit: it is asked only of kernels known to stall there, once (cached).
     ok, why = qemu.probe_icount(kernel.vmlinuz, cache / "probes", board.arch, binary=path,
                                 timeout=2 * qemu.ICOUNT_PROBE_SECONDS)
     host = f"the host's QEMU {newer_qemu.version(qemu.qemu_binary(board.arch))}"
     newer = f"QEMU {newer_qemu.version(path)} from {newer_qemu.SUITE}"
-    host_why = host_why.split(", using")[0]
     if not ok:
-        return Choice("", "the host's QEMU"), False, f"{host_why} ({host}; {newer} neither), using real-time clocks"
+        return HOST_QEMU, False, f"{host_why} ({host}; {newer} neither), using real-time clocks"
     return (Choice(path, f"{newer}: on {host} this kernel stalls under -icount (its vCPUs take turns "
                          "without fairness, fixed in QEMU 8.1)"),
             True, f"{why} on {newer} ({host}: {host_why.removeprefix('-icount probe: ')})")

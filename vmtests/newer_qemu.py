@@ -17,6 +17,7 @@ kernel under ``-icount`` and this one can (``plan.boot_plan`` asks both).
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -92,8 +93,9 @@ def binary(arch: str) -> Path:
     return wrapper
 
 
+@functools.lru_cache(maxsize=8)
 def version(path: str | Path) -> str:
-    """What a QEMU binary says its version is (``QEMU emulator version X``), "" if it does not say."""
+    """What a QEMU binary says its version is (``QEMU emulator version X``), "" if it does not say (asked once)."""
     proc = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
     first = proc.stdout.splitlines()[0] if proc.stdout else ""
     return first.removeprefix("QEMU emulator version ").split()[0] if first else ""
