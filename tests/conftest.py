@@ -24,6 +24,56 @@ def _programs_are_registered():
     assert logged == "", f"programs run without being in msiforge/hostprogs.py:\n{logged}"
 
 
+def _wanted_kernels(item: pytest.Item) -> list[str]:
+    """The ``SPEC@ARCH`` kernels a test's ``source_kernels`` markers name (arch x86_64 when none)."""
+    return [k if "@" in k else f"{k}@x86_64" for m in item.iter_markers("source_kernels") for k in m.args]
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection: only the tests that will run
+def pytest_collection_modifyitems(config, items):
+    """Tests that need a source kernel built run after the others, which leaves time to build them.
+
+    tests/prebuild.py builds those kernels in the background meanwhile, in the
+    order the tests need them, on the CPU the other tests leave idle.
+    """
+    later = [it for it in items if _wanted_kernels(it)]
+    items[:] = [it for it in items if not _wanted_kernels(it)] + later
+    config.stash[_PREBUILD] = list(dict.fromkeys(k for it in later for k in _wanted_kernels(it)))
+
+
+_PREBUILD = pytest.StashKey[list]()
+_PREBUILD_LOG = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prebuild_source_kernels(request, tmp_path_factory, _cache_env):
+    """Start tests/prebuild.py for the selected tests' source kernels (MSIFORGE_PREBUILD=0: do not)."""
+    import signal
+    import subprocess
+    import sys
+
+    kernels = request.config.stash.get(_PREBUILD, [])
+    if not kernels or os.environ.get("MSIFORGE_PREBUILD") == "0":
+        yield
+        return
+    log = tmp_path_factory.getbasetemp() / "prebuild.log"
+    request.config.stash[_PREBUILD_LOG] = log
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("prebuild.py")), str(log), *kernels],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield
+    if proc.poll() is None:  # the tests built what was left themselves, or stopped early
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """One line per kernel the background builder took: how it ended and its seconds."""
+    log = config.stash.get(_PREBUILD_LOG, None)
+    if log is not None and log.exists():
+        for line in log.read_text().splitlines():
+            terminalreporter.write_line("background build: " + line.replace("\t", "  "))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_env():
     # Tests share the user's cache (kernels are large); CI may point it elsewhere.

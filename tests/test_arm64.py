@@ -20,8 +20,10 @@ from msiforge.errors import BoardError
 from helpers import REPO, msiforge, write_board
 
 #: The arm64 kernels: stock 6.12 (the board's) and 6.1 with the platform-MSI group series (slow).
-ARM64_KERNELS = ["source:6.12", pytest.param("source:6.1+platform-msi-group", marks=pytest.mark.slow),
-                 pytest.param("source:7.3", marks=pytest.mark.slow)]
+ARM64_KERNELS = [pytest.param("source:6.12", marks=pytest.mark.source_kernels("source:6.12@arm64")),
+                 pytest.param("source:6.1+platform-msi-group", marks=[
+                     pytest.mark.slow, pytest.mark.source_kernels("source:6.1+platform-msi-group@arm64")]),
+                 pytest.param("source:7.3", marks=[pytest.mark.slow, pytest.mark.source_kernels("source:7.3@arm64")])]
 
 
 def _board(**over) -> dict:
@@ -156,7 +158,9 @@ def test_generated_drivers_build_for_arm64_and_pass_checkpatch(arm64_kernel, tmp
 
 @pytest.mark.vm
 @pytest.mark.build
-@pytest.mark.parametrize("spec", ["source:6.12", pytest.param("source:7.3", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("spec", [
+    pytest.param("source:6.12", marks=pytest.mark.source_kernels("source:6.12@arm64")),
+    pytest.param("source:7.3", marks=[pytest.mark.slow, pytest.mark.source_kernels("source:7.3@arm64")])])
 def test_virt_its_board_end_to_end(tmp_path, spec):
     """Every scenario of the arm64 board passes with exact counts; the slots' parent is the ITS.
 
@@ -184,6 +188,7 @@ def test_virt_its_board_end_to_end(tmp_path, spec):
 
 @pytest.mark.vm
 @pytest.mark.build
+@pytest.mark.source_kernels("source:6.12@arm64")
 def test_edu_dma_reaches_the_its_as_device_id_0(tmp_path):
     """The DeviceID claim, checked: the same driver with any other DeviceID gets no interrupt at all.
 
@@ -219,6 +224,7 @@ def test_edu_dma_reaches_the_its_as_device_id_0(tmp_path):
 
 @pytest.mark.vm
 @pytest.mark.build
+@pytest.mark.source_kernels("source:6.12@arm64")  # the board's kernel
 @pytest.mark.parametrize("fault,verdict,words", [
     ("warn", "warn", "WARNING:"),
     pytest.param("vm-crash", "vm-crashed", "QEMU exited", marks=pytest.mark.slow),  # x86 boots it in make test

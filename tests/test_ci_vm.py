@@ -160,6 +160,7 @@ def test_dkms_builds_the_generated_tree_against_debian_6_12_headers(tmp_path):
 
 
 @pytest.mark.build
+@pytest.mark.source_kernels("source:6.12+pci-ims")
 def test_dkms_builds_a_patched_kernels_tree_for_that_kernel_only(tmp_path):
     import re
 

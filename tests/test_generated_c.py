@@ -19,8 +19,6 @@ from msiforge.kmod import build as kbuild
 
 from helpers import default_board
 
-pytestmark = pytest.mark.build
-
 
 def _variant_boards() -> list[dict]:
     """Boards covering every storage / mask / update / iommu combination, plus awkward names."""
@@ -42,6 +40,8 @@ def _variant_boards() -> list[dict]:
 
 #: Kernels built with an msiforge patch series: the patched strategies are generated for them.
 PATCHED = ["source:6.12+pci-ims", "source:6.1+platform-msi-group"]
+
+pytestmark = [pytest.mark.build, pytest.mark.source_kernels(*PATCHED)]
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,15 @@ SERIES = [(name, k) for name in patches.available() for k in patches.info(name).
 SLOW_KERNELS = {"7.3"}
 
 
-def _params(pairs, in_make_test=None):
-    """One param per (series, kernel); slow on SLOW_KERNELS, and outside ``in_make_test`` when given."""
-    return [pytest.param(n, k, id=f"{n}-{k}", marks=[pytest.mark.slow] if k in SLOW_KERNELS or (
-        in_make_test is not None and (n, k) not in in_make_test) else [])
+def _params(pairs, in_make_test=None, built=True):
+    """One param per (series, kernel); slow on SLOW_KERNELS, and outside ``in_make_test`` when given.
+
+    ``built``: the test builds the patched kernel (it runs once that is built: conftest.py).
+    """
+    return [pytest.param(n, k, id=f"{n}-{k}", marks=[
+        *([pytest.mark.source_kernels(f"source:{k}+{n}@{patches.info(n).arches[0]}")] if built else []),
+        *([pytest.mark.slow] if k in SLOW_KERNELS or (in_make_test is not None and (n, k) not in in_make_test)
+          else [])])
             for n, k in pairs]
 
 
@@ -56,7 +61,7 @@ def test_bad_identity(text):
 
 
 @pytest.fixture(scope="module", params=[pytest.param((n, k), id=f"{n}-{k}", marks=p.marks)
-                                        for (n, k), p in zip(SERIES, _params(SERIES))])
+                                        for (n, k), p in zip(SERIES, _params(SERIES, built=False))])
 def series(request, tmp_path_factory):
     name, kernel = request.param
     src = source_kernels.pristine(kernel)
@@ -341,6 +346,7 @@ def test_patched_kernel_delivers_interrupts(name, kernel, tmp_path):
 
 @pytest.mark.build
 @pytest.mark.vm
+@pytest.mark.source_kernels("source:6.12+pci-ims", "source:6.1+platform-msi-group")
 def test_generated_drivers_use_the_patched_apis(tmp_path):
     """`msiforge run` on both patched kernels: the generated drivers use the series' APIs and pass every scenario.
 

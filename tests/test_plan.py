@@ -49,6 +49,7 @@ def test_msiforge_plan_q35_ims():
 
 @pytest.mark.vm
 @pytest.mark.build
+@pytest.mark.source_kernels("source:6.12@arm64")  # the board's kernel, built to plan its boot
 def test_msiforge_plan_virt_its():
     proc = msiforge("plan", "virt-its", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -16,7 +16,9 @@ from msiforge.errors import BoardError
 
 from helpers import REPO, msiforge, write_board
 
-PSERIES_KERNELS = ["source:6.12", pytest.param("source:7.3", marks=pytest.mark.slow)]
+PSERIES_KERNELS = [pytest.param("source:6.12", marks=pytest.mark.source_kernels("source:6.12@ppc64le")),
+                   pytest.param("source:7.3", marks=[pytest.mark.slow,
+                                                     pytest.mark.source_kernels("source:7.3@ppc64le")])]
 
 
 def _board(**over) -> dict:
@@ -155,9 +157,10 @@ def test_pseries_board_end_to_end(tmp_path, pseries_kernel):
 @pytest.mark.vm
 @pytest.mark.build
 @pytest.mark.parametrize("spec,layout,seen", [
-    ("source:6.12", "global", r"global pSeries-PCI-MSI domain, BDF-encoded hwirq 262144"),
+    pytest.param("source:6.12", "global", r"global pSeries-PCI-MSI domain, BDF-encoded hwirq 262144",
+                 marks=pytest.mark.source_kernels("source:6.12@ppc64le")),
     pytest.param("source:7.3", "per-device", r"per-device pSeries-PCI-MSI-0000:00:10.0 domain, index hwirq 0",
-                 marks=pytest.mark.slow),
+                 marks=[pytest.mark.slow, pytest.mark.source_kernels("source:7.3@ppc64le")]),
 ])
 def test_pseries_pci_msi_domains_went_per_device_between_6_12_and_7_3(tmp_path, spec, layout, seen):
     """6.12's pseries has one PCI/MSI domain per host bridge; 7.3's gives each device its own."""

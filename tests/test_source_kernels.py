@@ -105,6 +105,7 @@ _INIT = """#!/bin/busybox sh
 
 @pytest.mark.build
 @pytest.mark.vm
+@pytest.mark.source_kernels("source:6.12")
 def test_source_kernel_boots_with_interrupt_remapping():
     import pexpect
 

@@ -104,7 +104,10 @@ def _run(tmp_path, spec):
 
 @pytest.mark.vm
 @pytest.mark.build
-@pytest.mark.parametrize("spec", [SPEC, pytest.param("source:7.3+vfio-platform-msi", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("spec", [
+    pytest.param(SPEC, marks=pytest.mark.source_kernels(f"{SPEC}@arm64")),
+    pytest.param("source:7.3+vfio-platform-msi", marks=[
+        pytest.mark.slow, pytest.mark.source_kernels("source:7.3+vfio-platform-msi@arm64")])])
 def test_vfio_platform_end_to_end(tmp_path, spec):
     """pmsi0 through vfio-platform: 2 wired indexes then the MSI index (count 8, its capability), eventfds on
     vectors 1..4 with exact counts, loopback, mask/unmask, release; then the driver again (step load)."""
@@ -132,6 +135,7 @@ def test_vfio_platform_end_to_end(tmp_path, spec):
 
 @pytest.mark.vm
 @pytest.mark.build
+@pytest.mark.source_kernels("source:6.12@arm64")
 def test_without_the_series_the_scenario_fails_naming_what_is_missing(tmp_path):
     """The stock 6.12 kernel: a failure that says the kernel lacks vfio-platform MSI, not a crash, not a pass."""
     proc, k, ktap, _ = _run(tmp_path, "source:6.12")
@@ -144,6 +148,7 @@ def test_without_the_series_the_scenario_fails_naming_what_is_missing(tmp_path):
 
 
 @pytest.mark.build
+@pytest.mark.source_kernels(f"{SPEC}@arm64")
 def test_the_guest_program_builds_warning_free_against_the_patched_uapi(tmp_path):
     """msiforge-vfio: static, arm64, -Wall -Wextra -Werror with the kernel's nolibc and its new uapi."""
     from msiforge import source_kernels

@@ -208,6 +208,7 @@ def test_guest_fault_is_its_own_verdict(tmp_path, fault, how):
 
 
 @pytest.mark.build
+@pytest.mark.source_kernels("source:6.12")
 @pytest.mark.parametrize("fault", ["warn",  # CONFIG_BUG in msiforge's own config; the rest as on Debian's
                                    pytest.param("oops", marks=pytest.mark.slow),
                                    pytest.param("vm-crash", marks=pytest.mark.slow)])
@@ -217,6 +218,7 @@ def test_guest_fault_on_a_source_kernel(tmp_path, fault):
 
 
 @pytest.mark.build
+@pytest.mark.source_kernels("source:6.12+debug")
 @pytest.mark.parametrize("fault", ["lockdep",  # make test's debug-kernel boot; the others in make test-all
                                    pytest.param("kasan", marks=pytest.mark.slow),
                                    pytest.param("atomic-sleep", marks=pytest.mark.slow)])
@@ -228,6 +230,7 @@ def test_debug_kernel_report_is_its_own_verdict(tmp_path, fault):
 
 @pytest.mark.build
 @pytest.mark.slow
+@pytest.mark.source_kernels("source:6.12+debug")
 @pytest.mark.parametrize("variant", ["default", "variants"])
 def test_every_scenario_passes_on_a_debug_kernel(tmp_path, variant):
     """lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP, DEBUG_OBJECTS, KASAN and kmemleak watch every scenario: no report."""
