@@ -1,4 +1,4 @@
-"""Fixtures: the cache location and fetched kernels."""
+"""Fixtures: the cache location and fetched kernels; the order of the tests and the background kernel builds."""
 
 from __future__ import annotations
 

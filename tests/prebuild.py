@@ -52,7 +52,8 @@ def main(log: Path, kernels: list[str]) -> int:
             start = time.monotonic()
             proc = subprocess.run([sys.executable, "-m", "msiforge.cli", "kernels", "build", spec,
                                    "--arch", arch or "x86_64"], capture_output=True, text=True, check=False)
-            how = "ok" if proc.returncode == 0 else f"failed ({proc.stderr.strip().splitlines()[-1:]})"
+            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            how = "ok" if proc.returncode == 0 else f"failed: {last}"
             out.write(f"{item}\t{how}\t{time.monotonic() - start:.0f}\n")
     return 0
 
