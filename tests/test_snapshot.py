@@ -233,6 +233,37 @@ def test_a_report_before_the_payload_is_the_snapshots_not_the_code_under_test():
         handover.cleanup()
 
 
+def test_a_single_step_trap_in_a_resumed_guest_ends_the_run_as_the_snapshots_fault(tmp_path):
+    """exc_debug_kernel's WARN after the payload, while the scenarios run: Misbehaved at once (no timeout).
+
+    As seen in a resumed 6.12.117 guest during the affinity scenario (EFLAGS 04901f42 after a
+    cmpxchg16b: TF, IOPL 3 and bits no instruction sets).  A cold guest that prints it gets the
+    usual warn verdict: only a resumed one's flags come from QEMU's restore.
+    """
+    import time
+
+    from msiforge.vmtests import console, snapshot
+
+    class Resumed(snapshot._Handover):
+        start = "resumed"
+        fault_pattern = snapshot.RESTORE_FAULT
+
+        def __call__(self, child, log_so_far=""):
+            self.cleanup()
+
+    line = "[  123.354195] WARNING: CPU: 0 PID: 285 at arch/x86/kernel/traps.c:1120 exc_debug_kernel+0xca/0x160"
+    guest = ["sh", "-c", f"echo '{console.START}'; echo 'ok 1 deliver'; echo '{line}'; sleep 60"]
+    start = time.monotonic()
+    with pytest.raises(snapshot.Misbehaved, match=r"reported 'WARNING: CPU: 0 PID: 285 at arch/x86/kernel/"
+                                                  r"traps.c:1120 exc_debug_kernel\+0xca/0x160': a kernel-mode "
+                                                  r"single-step trap that nothing set up, QEMU 7.2's restore"):
+        console.run(guest, tmp_path / "warm.log", 30, 30, ["deliver"], handover=Resumed(b"payload", None, 10))
+    assert time.monotonic() - start < 20
+    ev = console.run(["sh", "-c", f"echo '{console.START}'; echo '{line}'; echo '{console.DONE}'"],
+                     tmp_path / "cold.log", 30, 30, ["deliver"])
+    assert ev.ending == "done" and line in (tmp_path / "cold.log").read_text()
+
+
 def test_the_cache_keeps_the_most_recently_used_snapshots(tmp_path, monkeypatch):
     """prune() removes the least recently used complete snapshots; lookup() counts as a use."""
     import os

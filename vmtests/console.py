@@ -126,12 +126,16 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
         clock = cpushare.GuestClock(child.pid, cpus)
         patterns = [re.escape(START), re.escape(DONE), pexpect.EOF, pexpect.TIMEOUT, STEP, STALL, REPORT]
         try:
+            fault_idx = -1
             if handover is not None:
                 ev.start = handover.start
                 if handover.at_ready:
                     patterns.append(re.escape(READY))
                 else:
                     handover(child)
+                if handover.fault_pattern:
+                    fault_idx = len(patterns)
+                    patterns.append(handover.fault_pattern)
             reported = False
             phase_start, limit = 0.0, boot_timeout
             last = start
@@ -140,6 +144,8 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
                 now = time.monotonic()
                 if idx == 3:  # no line yet: charge the time, wait on
                     continue
+                if idx == fault_idx:  # the snapshot's fault, not the guest's verdict: raises
+                    handover.fault(child.after)
                 if idx == 6:
                     reported = True
                     continue

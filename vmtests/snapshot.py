@@ -51,6 +51,12 @@ _HASHED_FILE_LIMIT = 16 << 20
 
 #: A kernel report from a base guest (no msiforge module loaded): the line, for the reason given.
 BASE_REPORT = r"(?:WARNING: CPU: \d+ PID: |" + console.REPORT + r")[^\r\n]*"
+#: A single-step trap in kernel mode that nothing set up: x86's exc_debug_kernel warns ("the kernel
+#: doesn't use TF single-step outside of kprobes and KGDB", neither of which a run uses).  In a
+#: resumed guest it is QEMU 7.2's restore: the CPU's flags come back with TF set, and garbage in
+#: bits no instruction writes, right after a cmpxchg16b.  Seen after the payload too, so it is
+#: watched for the whole run: the guest's verdict would be QEMU's, not the drivers'.
+RESTORE_FAULT = r"WARNING: CPU: \d+ PID: \d+ at arch/x86/kernel/traps\.c:\d+ exc_debug_kernel[^\r\n]*"
 
 
 class Unusable(Exception):
@@ -58,10 +64,11 @@ class Unusable(Exception):
 
 
 class Misbehaved(Unusable):
-    """A resumed base guest reported a kernel problem before its payload: QEMU 7.2's restore, tried again once.
+    """A resumed guest reported a kernel problem that is QEMU 7.2's restore, not the run's: tried again once.
 
-    The same state had resumed cleanly in the post-save check, so the state
-    is not what went wrong; a second resume of it usually runs clean.
+    Any report before its payload (no msiforge code has run), or RESTORE_FAULT
+    at any time.  The same state had resumed cleanly in the post-save check, so
+    the state is not what went wrong; a second resume of it usually runs clean.
     """
 
 
@@ -229,6 +236,13 @@ class _Handover:
     at_ready = False
     #: What the run's events record as its start (Events.start).
     start = ""
+    #: A console line that makes the whole run the snapshot's fault (console.run watches for it).
+    fault_pattern: str | None = None
+
+    def fault(self, line: str) -> None:
+        """``fault_pattern`` matched ``line``: raise Misbehaved (the run is tried again, then cold)."""
+        raise Misbehaved(f"the resumed guest reported {line.strip()!r}: a kernel-mode single-step trap that "
+                         "nothing set up, QEMU 7.2's restore (corrupt CPU flags), not the run's verdict")
 
     def __init__(self, payload: bytes, fault: str | None, timeout: float) -> None:
         self.sockdir = _socket_dir()
@@ -399,6 +413,7 @@ class Resume(_Handover):
     """
 
     start = "resumed"
+    fault_pattern = RESTORE_FAULT
 
     def __init__(self, snap: Snapshot, payload: bytes, fault: str | None, timeout: float) -> None:
         super().__init__(payload, fault, timeout)
