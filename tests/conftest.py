@@ -38,7 +38,27 @@ def pytest_collection_modifyitems(config, items):
     """
     later = [it for it in items if _wanted_kernels(it)]
     items[:] = [it for it in items if not _wanted_kernels(it)] + later
-    config.stash[_PREBUILD] = list(dict.fromkeys(k for it in later for k in _wanted_kernels(it)))
+    config.stash[_PREBUILD] = _build_order(list(dict.fromkeys(k for it in later for k in _wanted_kernels(it))))
+
+
+def _build_order(kernels: list[str]) -> list[str]:
+    """``kernels`` in the order the tests need them, except that the cheap ones go last.
+
+    A kernel of the same series, arch and debug setting as an earlier one differs from it only in a
+    patch series: it reuses that one's objects from ccache (about 100 s here, against 300-500 s for
+    a whole build).  Built last, it leaves the long builds an earlier start; a test that needs it
+    sooner builds it itself meanwhile (in its slot, which the builder then finds built).
+    """
+    from msiforge.kspec import parse_spec
+
+    seen, first, cheap = set(), [], []
+    for k in kernels:
+        spec, _, arch = k.partition("@")
+        s = parse_spec(spec)
+        kind = (s.major, s.minor, arch, s.debug)
+        (cheap if kind in seen else first).append(k)
+        seen.add(kind)
+    return first + cheap
 
 
 _PREBUILD = pytest.StashKey[list]()

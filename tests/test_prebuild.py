@@ -57,3 +57,13 @@ def test_tests_that_need_kernels_run_last_and_their_kernels_build_in_that_order(
     assert config.stash[conftest._PREBUILD] == ["source:6.12@arm64", "source:6.12+debug@x86_64",
                                                 "source:6.12@x86_64"]
 
+
+def test_kernels_that_reuse_an_earlier_ones_objects_build_last():
+    """Same series, arch and debug setting as an earlier kernel: only a patch series apart (ccache)."""
+    order = conftest._build_order(["source:6.12@arm64", "source:6.12+pci-ims@x86_64", "source:6.12@ppc64le",
+                                   "source:6.12@x86_64", "source:6.12+vfio-platform-msi@arm64",
+                                   "source:6.12+debug@x86_64", "source:6.1+platform-msi-group@x86_64"])
+    assert order == ["source:6.12@arm64", "source:6.12+pci-ims@x86_64", "source:6.12@ppc64le",
+                     "source:6.12+debug@x86_64", "source:6.1+platform-msi-group@x86_64",
+                     "source:6.12@x86_64", "source:6.12+vfio-platform-msi@arm64"]
+
