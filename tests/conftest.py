@@ -36,9 +36,9 @@ def pytest_collection_modifyitems(config, items):
     tests/prebuild.py builds those kernels in the background meanwhile, in the
     order the tests need them, on the CPU the other tests leave idle.
     """
-    later = [it for it in items if _wanted_kernels(it)]
-    items[:] = [it for it in items if not _wanted_kernels(it)] + later
-    config.stash[_PREBUILD] = _build_order(list(dict.fromkeys(k for it in later for k in _wanted_kernels(it))))
+    wanted = [(it, _wanted_kernels(it)) for it in items]
+    items[:] = [it for it, kernels in wanted if not kernels] + [it for it, kernels in wanted if kernels]
+    config.stash[_PREBUILD] = _build_order(list(dict.fromkeys(k for _, kernels in wanted for k in kernels)))
 
 
 def _build_order(kernels: list[str]) -> list[str]:

@@ -20,6 +20,14 @@ def msiforge(*args: str, cwd: Path | None = None, timeout: float = 1800) -> subp
                           check=False)
 
 
+def needs_kernel(spec: str, arch: str = "x86_64", slow: bool = False) -> list:
+    """The marks of a test (or param) that needs source kernel ``spec`` built for ``arch`` (conftest.py
+    builds it in the background and runs the test last); ``slow``: make test-all only."""
+    import pytest
+
+    return [*([pytest.mark.slow] if slow else []), pytest.mark.source_kernels(f"{spec}@{arch}")]
+
+
 def default_board() -> dict:
     return yaml.safe_load((REPO / "boards" / "q35-ims.yaml").read_text())
 

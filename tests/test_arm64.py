@@ -17,13 +17,11 @@ import pytest
 from msiforge.board import load_board, validate
 from msiforge.errors import BoardError
 
-from helpers import REPO, msiforge, write_board
+from helpers import REPO, msiforge, needs_kernel, write_board
 
 #: The arm64 kernels: stock 6.12 (the board's) and 6.1 with the platform-MSI group series (slow).
-ARM64_KERNELS = [pytest.param("source:6.12", marks=pytest.mark.source_kernels("source:6.12@arm64")),
-                 pytest.param("source:6.1+platform-msi-group", marks=[
-                     pytest.mark.slow, pytest.mark.source_kernels("source:6.1+platform-msi-group@arm64")]),
-                 pytest.param("source:7.3", marks=[pytest.mark.slow, pytest.mark.source_kernels("source:7.3@arm64")])]
+ARM64_KERNELS = [pytest.param(s, marks=needs_kernel(s, "arm64", slow=s != "source:6.12"))
+                 for s in ("source:6.12", "source:6.1+platform-msi-group", "source:7.3")]
 
 
 def _board(**over) -> dict:
@@ -158,9 +156,8 @@ def test_generated_drivers_build_for_arm64_and_pass_checkpatch(arm64_kernel, tmp
 
 @pytest.mark.vm
 @pytest.mark.build
-@pytest.mark.parametrize("spec", [
-    pytest.param("source:6.12", marks=pytest.mark.source_kernels("source:6.12@arm64")),
-    pytest.param("source:7.3", marks=[pytest.mark.slow, pytest.mark.source_kernels("source:7.3@arm64")])])
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=needs_kernel(s, "arm64", slow=s != "source:6.12"))
+                                  for s in ("source:6.12", "source:7.3")])
 def test_virt_its_board_end_to_end(tmp_path, spec):
     """Every scenario of the arm64 board passes with exact counts; the slots' parent is the ITS.
 

@@ -17,13 +17,13 @@ from msiforge.board import load_board
 from msiforge.errors import SpecError
 from msiforge.generator import intree, patches
 
-from helpers import msiforge
+from helpers import msiforge, needs_kernel
 
 #: Kernel series whose source builds are too slow for make test.
 SLOW = {"7.3"}
 KERNELS = [pytest.param(k, id=k, marks=[pytest.mark.slow] if k in SLOW else []) for k in ("6.12", "7.3")]
 #: The +in-tree kernels build incrementally in the slot of source:X.Y+pci-ims (conftest.py builds it first).
-BUILT = [pytest.param(k, id=k, marks=[*p.marks, pytest.mark.source_kernels(f"source:{k}+pci-ims")])
+BUILT = [pytest.param(k, id=k, marks=[*p.marks, *needs_kernel(f"source:{k}+pci-ims")])
          for k, p in zip(("6.12", "7.3"), KERNELS)]
 DRIVER_FILES = {f"drivers/misc/msiforge/{f}" for f in
                 ("Kconfig", "Makefile", "msiforge_ims0.c", "msiforge_ims0.h", "msiforge_pmsi0.c", "msiforge_pmsi0.h")}

@@ -11,6 +11,8 @@ from msiforge import source_kernels
 from msiforge.errors import InputError
 from msiforge.generator import patches
 
+from helpers import needs_kernel
+
 #: (series, kernel series) pairs msiforge generates.
 SERIES = [(name, k) for name in patches.available() for k in patches.info(name).kernels]
 #: Kernel series whose source and kernel builds are too slow for make test: make test-all covers them.
@@ -23,7 +25,7 @@ def _params(pairs, in_make_test=None, built=True):
     ``built``: the test builds the patched kernel (it runs once that is built: conftest.py).
     """
     return [pytest.param(n, k, id=f"{n}-{k}", marks=[
-        *([pytest.mark.source_kernels(f"source:{k}+{n}@{patches.info(n).arches[0]}")] if built else []),
+        *(needs_kernel(f"source:{k}+{n}", patches.info(n).arches[0]) if built else []),
         *([pytest.mark.slow] if k in SLOW_KERNELS or (in_make_test is not None and (n, k) not in in_make_test)
           else [])])
             for n, k in pairs]

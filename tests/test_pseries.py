@@ -14,11 +14,10 @@ import pytest
 from msiforge.board import load_board, validate
 from msiforge.errors import BoardError
 
-from helpers import REPO, msiforge, write_board
+from helpers import REPO, msiforge, needs_kernel, write_board
 
-PSERIES_KERNELS = [pytest.param("source:6.12", marks=pytest.mark.source_kernels("source:6.12@ppc64le")),
-                   pytest.param("source:7.3", marks=[pytest.mark.slow,
-                                                     pytest.mark.source_kernels("source:7.3@ppc64le")])]
+PSERIES_KERNELS = [pytest.param(s, marks=needs_kernel(s, "ppc64le", slow=s == "source:7.3"))
+                   for s in ("source:6.12", "source:7.3")]
 
 
 def _board(**over) -> dict:
@@ -158,9 +157,9 @@ def test_pseries_board_end_to_end(tmp_path, pseries_kernel):
 @pytest.mark.build
 @pytest.mark.parametrize("spec,layout,seen", [
     pytest.param("source:6.12", "global", r"global pSeries-PCI-MSI domain, BDF-encoded hwirq 262144",
-                 marks=pytest.mark.source_kernels("source:6.12@ppc64le")),
+                 marks=needs_kernel("source:6.12", "ppc64le")),
     pytest.param("source:7.3", "per-device", r"per-device pSeries-PCI-MSI-0000:00:10.0 domain, index hwirq 0",
-                 marks=[pytest.mark.slow, pytest.mark.source_kernels("source:7.3@ppc64le")]),
+                 marks=needs_kernel("source:7.3", "ppc64le", slow=True)),
 ])
 def test_pseries_pci_msi_domains_went_per_device_between_6_12_and_7_3(tmp_path, spec, layout, seen):
     """6.12's pseries has one PCI/MSI domain per host bridge; 7.3's gives each device its own."""

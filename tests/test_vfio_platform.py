@@ -18,7 +18,7 @@ import pytest
 from msiforge.board import load_board, validate
 from msiforge.errors import BoardError
 
-from helpers import REPO, msiforge
+from helpers import REPO, msiforge, needs_kernel
 
 SPEC = "source:6.12+vfio-platform-msi"
 
@@ -104,10 +104,8 @@ def _run(tmp_path, spec):
 
 @pytest.mark.vm
 @pytest.mark.build
-@pytest.mark.parametrize("spec", [
-    pytest.param(SPEC, marks=pytest.mark.source_kernels(f"{SPEC}@arm64")),
-    pytest.param("source:7.3+vfio-platform-msi", marks=[
-        pytest.mark.slow, pytest.mark.source_kernels("source:7.3+vfio-platform-msi@arm64")])])
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=needs_kernel(s, "arm64", slow=s != SPEC))
+                                  for s in (SPEC, "source:7.3+vfio-platform-msi")])
 def test_vfio_platform_end_to_end(tmp_path, spec):
     """pmsi0 through vfio-platform: 2 wired indexes then the MSI index (count 8, its capability), eventfds on
     vectors 1..4 with exact counts, loopback, mask/unmask, release; then the driver again (step load)."""
