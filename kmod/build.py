@@ -49,13 +49,16 @@ def annotate(output: str, tree: Path) -> tuple[list[str], list[str]]:
 
 
 def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86_64",
-          toolchain=None) -> BuildResult:
+          toolchain=None, shown: Path | None = None) -> BuildResult:
     """Build the modules of ``tree`` against the kernel build directory ``build_dir``.
 
     ``arch`` is the kernel's board arch: other than x86_64, the modules are
     cross-built (ARCH=, CROSS_COMPILE= as for the kernel).  ``toolchain``
     (``toolchains.Toolchain``) is the kernel's own compiler: on the host, or
     in its build root; None builds with the host's (kernels built here).
+    ``shown`` is where the user finds the sources (a copy of ``tree``, which
+    is then a kept build tree, kmod/trees.py): build.log is written there too,
+    and diagnostics name its files.
 
     Raises BuildError naming the first diagnostic (with file, line and
     template) on any error or warning, or on a failing make.
@@ -75,15 +78,19 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     seconds = time.monotonic() - start
     log = proc.stdout + proc.stderr
-    (tree / "build.log").write_text(log)
-    errors, warnings = annotate(log, tree)
+    shown = shown or tree
+    for where in {tree, shown}:
+        (where / "build.log").write_text(log)
+    errors, warnings = annotate(log, shown)
     if errors or warnings or proc.returncode != 0:
         # Without a compiler diagnostic, the first line that is not make's own report says why.
         lines = [ln for ln in log.strip().splitlines() if not ln.startswith(("make", "  "))]
         first = (errors or warnings or lines[:1] or log.strip().splitlines()[-1:] or ["make failed"])[0]
         more = len(errors) + len(warnings) - 1
         extra = f" (+{more} more)" if more > 0 else ""
-        raise BuildError(f"module build failed: {first}{extra}; log: {tree / 'build.log'}")
+        if proc.returncode < 0:
+            first = f"make was killed by signal {-proc.returncode}"
+        raise BuildError(f"module build failed: {first}{extra}; log: {shown / 'build.log'}")
     modules = sorted(tree.glob("*.ko"))
     return BuildResult(tree=tree, modules=modules, log=log, seconds=seconds)
 
