@@ -60,6 +60,9 @@ class BootPlan:
     start: Choice = Choice("cold", "")
     #: The QEMU binary when it is not the host's ("": the host's), e.g. a newer one for -icount (vmtests/newer_qemu.py).
     qemu: Choice = HOST_QEMU
+    #: A warm start's way for the payload into the guest: virtio-serial | console ("": no warm start possible).
+    #: With virtio-serial every boot of the kernel (cold ones too) has the port's bus: one machine.
+    handover: Choice = Choice("", "")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,24 @@ def start_choice(board: Board, accel, backend: str, cold: bool) -> Choice:
                           "point, later runs resume it (--cold boots)")
 
 
+#: What the payload's virtio-serial port needs built in: the base guest has no module to load.
+PORT_OPTIONS = ("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE")
+
+
+def handover_choice(kernel) -> Choice:
+    """How a warm guest of ``kernel`` gets its payload, from the kernel's ``.config`` (its build directory's)."""
+    config = Path(kernel.build_dir) / ".config"
+    text = config.read_text(errors="replace") if config.is_file() else ""
+    built_in = {line.split("=")[0] for line in text.splitlines() if line.endswith("=y")}
+    missing = [o for o in PORT_OPTIONS if o not in built_in]
+    if not missing:
+        return Choice("virtio-serial", "CONFIG_VIRTIO_PCI=y, CONFIG_VIRTIO_CONSOLE=y: a virtio-serial port, "
+                                       "hot-added to the resumed guest, carries the payload (cold boots have its "
+                                       "bus too: the same machine)")
+    why = f"{' and '.join(missing)} not built in" if text else "no .config in its build directory"
+    return Choice("console", f"{why}: the serial console carries the payload, base64 in acknowledged chunks")
+
+
 def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cache: Path,
               cold: bool = False) -> BootPlan:
     """How ``kernel`` (a fetched or built ``kernels.Kernel``) boots: runs the cached clock and image probes."""
@@ -159,8 +180,12 @@ def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cach
     start = start_choice(board, accel, backend, cold)
     # A snapshot's command line is the one it was saved with: a resumed guest gets its fault with the payload.
     cmdline = be.cmdline(board, None if start.value == "warm" else fault, accel)
+    # Decided for --cold runs too: a warm guest's machine has the payload's virtio-serial bus, and so do
+    # cold boots of the kernel, so that both are the same machine (interrupt remapping entries, PCI slots).
+    can_warm = start_choice(board, accel, backend, False).value == "warm"
+    handover = handover_choice(kernel) if can_warm else Choice("", "")
     return BootPlan(backend=backend, accel=Choice(accel.name, accel.reason), clock=clock,
-                    image=Choice(str(image), how), cmdline=cmdline, start=start, qemu=binary)
+                    image=Choice(str(image), how), cmdline=cmdline, start=start, qemu=binary, handover=handover)
 
 
 def _newer_qemu_for_icount(board: Board, kernel, cache: Path, host_why: str) -> tuple[Choice, bool, str]:
@@ -217,5 +242,7 @@ def describe(plan: Plan) -> list[str]:
             lines.append(f"  image {b.image.value} ({b.image.why})")
             lines.append(f"  command line: {b.cmdline}")
             lines.append(f"  start {b.start.value}: {b.start.why}")
+            if b.handover.value and b.start.value == "warm":
+                lines.append(f"  payload over {b.handover.value}: {b.handover.why}")
         lines.append(f"  scenarios: {', '.join(k.scenarios)}")
     return lines

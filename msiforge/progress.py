@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,6 +12,10 @@ from rich.status import Status
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 _live = True
+#: The live spinner shown now, if any: rich shows one at a time, so a step that runs beside
+#: another (a module build beside a guest's resume) prints only its closing line.
+_shown: list[Status] = []
+_shown_lock = threading.Lock()
 
 
 def live(enabled: bool) -> None:
@@ -23,16 +28,22 @@ def live(enabled: bool) -> None:
 def step(title: str) -> Iterator[None]:
     """Show ``title`` with a spinner while the block runs, then a ✓/✗ line with its duration."""
     start = time.monotonic()
-    status: Status | None = console.status(title) if console.is_terminal and _live else None
-    if status:
-        status.start()
+    status: Status | None = None
+    if console.is_terminal and _live:
+        with _shown_lock:
+            if not _shown:
+                status = console.status(title)
+                _shown.append(status)
+                status.start()
     ok = False
     try:
         yield
         ok = True
     finally:
         if status:
-            status.stop()
+            with _shown_lock:
+                status.stop()
+                _shown.remove(status)
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
         console.print(f"{mark} {title} [dim]({time.monotonic() - start:.1f} s)[/]")
 

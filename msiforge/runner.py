@@ -12,7 +12,7 @@ import re
 import shlex
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import kernels as kern
@@ -140,14 +140,17 @@ def new_run_dir(board: Board, out: Path | None) -> Path:
     return path
 
 
-def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
-    """Build a generated tree's modules in ``work`` (a copy: the generator's output stays as generated).
+def build_modules(tree: Path, kernel: kern.Kernel, work: Path, board: str = "") -> list[Path]:
+    """Build a generated tree's modules; ``work`` gets a copy of its sources and the build log.
 
     The modules are cached per kernel release and source content: identical
-    sources for the same kernel are built once.  A build failure leaves
-    ``work`` (sources, build.log) for the user to look at.  A tree with a
-    guest program (the vfio-platform scenario's) gets it built too, and
-    returned after the modules.
+    sources for the same kernel are built once.  Otherwise they are built in
+    ``board``'s kept tree for this kernel (kmod/trees.py), so only the files
+    that changed since its last build are compiled; with no ``board``, or
+    while another process builds in that tree, in ``work`` itself.  A build
+    failure leaves ``work`` (sources, build.log) for the user to look at.  A
+    tree with a guest program (the vfio-platform scenario's) gets it built
+    too, and returned after the modules.
     """
     from .generator.render import VFIO_PROGRAM
     from .kmod import userprog
@@ -162,7 +165,7 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
     def _build(tmp: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(tree, work, ignore=shutil.ignore_patterns("run.sh"))
-        for ko in kbuild.build(work, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain).modules:
+        for ko in compile_modules(work, kernel, board):
             shutil.copy2(ko, tmp / ko.name)
         if (work / f"{program}.c").is_file():
             userprog.build(work / f"{program}.c", kernel, tmp / program)
@@ -170,6 +173,29 @@ def build_modules(tree: Path, kernel: kern.Kernel, work: Path) -> list[Path]:
     ensure_entry(entry, _build)
     programs = [p for p in [entry / program] if p.is_file()]
     return sorted(entry.glob("*.ko")) + in_tree_modules(tree, kernel) + programs
+
+
+def compile_modules(work: Path, kernel: kern.Kernel, board: str) -> list[Path]:
+    """The modules of the sources in ``work``, built in the board's kept tree when it is free."""
+    from .kmod import trees
+
+    def fresh() -> list[Path]:
+        return kbuild.build(work, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain).modules
+
+    if not board:
+        return fresh()
+    tc = kernel.toolchain
+    tc = "host" if tc is None else f"host {tc.compiler.command} {tc.compiler.version}" if tc.on_host else tc.key
+    kept = trees.slot(cache_root(), kernel.release, kernel.build_dir, kernel.arch, tc, board)
+    with trees.claimed(kept) as mine:
+        if not mine:
+            return fresh()
+        trees.sync(work, kept, skip=("build.log",))
+        with trees.building(kept):
+            modules = kbuild.build(kept, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain,
+                                   shown=work).modules
+    trees.prune(cache_root())
+    return modules
 
 
 def in_tree_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
@@ -230,36 +256,73 @@ def boot_kernel(board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, accel
     """
     kplan = kplan or plan.make(board, [kernel], accel, backend, fault, cache_root()).kernels[0]
     boot = kplan.boot
-    try:
-        with progress.step(f"build modules for {kernel.release} (W=1)"):
-            modules = build_modules(tree, kernel, kdir / "build")
-        if fault in FAULT_MODULE:
-            modules = modules + [build_fault_module(kernel, kdir / "fault")]
-    except BuildError as exc:
-        events = record_build_failure(board, kdir, str(exc))
-        return kernel_result(kernel.spec, kdir, events)
+    # A warm guest starts while its modules build: it waits for them paused (resumed) or booting
+    # (saved first).  A cold boot needs them in its initramfs first.
+    build = ModuleBuild(board, kernel, tree, kdir, fault)
     how = f", {boot.clock.value}" if boot.accel.value == "tcg" else ""
     title = (f"boot {kernel.release} ({boot.backend}, {boot.accel.value.upper()}{how}, {boot.image.why}) "
              f"and run {', '.join(board.scenarios)}")
     events = None
-    if boot.start.value == "warm":
-        events = _resume_warm(board, kernel, boot, tree, kdir, modules, fault, title)
-    if events is None:
-        if boot.start.value == "warm":  # the snapshot could not be used: a cold boot, with the fault on its command line
-            boot = dataclasses.replace(boot, cmdline=backends.get(boot.backend).cmdline(
-                board, fault, qemu.Accel(boot.accel.value, boot.accel.why)))
-        argv, env = backends.get(boot.backend).command(board, boot, tree, kdir, modules)
-        (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
-        with progress.step(title):
-            events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
-                                   list(board.scenarios), env=env, cpus=board.cpus)
+    try:
+        if boot.start.value == "warm":
+            events = _resume_warm(board, kernel, boot, tree, kdir, build.modules, fault, title)
+        if events is None:
+            modules = build.modules()
+            if boot.start.value == "warm":  # the snapshot could not be used: a cold boot, with the fault on its cmdline
+                boot = dataclasses.replace(boot, cmdline=backends.get(boot.backend).cmdline(
+                    board, fault, qemu.Accel(boot.accel.value, boot.accel.why)))
+            argv, env = backends.get(boot.backend).command(board, boot, tree, kdir, modules)
+            (kdir / "cmdline").write_text(shlex.join(argv) + "\n")
+            with progress.step(title):
+                events = vmconsole.run(argv, kdir / "console.log", board.boot_timeout, board.scenario_timeout,
+                                       list(board.scenarios), env=env, cpus=board.cpus)
+    except BuildError as exc:
+        events = record_build_failure(board, kdir, str(exc))
+        return kernel_result(kernel.spec, kdir, events)
+    finally:
+        build.join()
     write_events(events, kdir)
     timing = boot.clock.why if boot.accel.value == "tcg" else ""
     return kernel_result(kernel.spec, kdir, events, timing)
 
 
+class ModuleBuild:
+    """One kernel's module build (build_modules, and the fault module a fault needs), in a thread of its own.
+
+    Started at once; ``modules()`` waits for it and returns the modules, or
+    raises its BuildError (or whatever else stopped it).
+    """
+
+    def __init__(self, board: Board, kernel: kern.Kernel, tree: Path, kdir: Path, fault: str | None) -> None:
+        self._result: list[Path] = []
+        self._error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                with progress.step(f"build modules for {kernel.release} (W=1)"):
+                    modules = build_modules(tree, kernel, kdir / "build", board.name)
+                if fault in FAULT_MODULE:
+                    modules = modules + [build_fault_module(kernel, kdir / "fault")]
+                self._result = modules
+            except BaseException as exc:  # raised in the thread that asks for the modules
+                self._error = exc
+
+        self._thread = threading.Thread(target=work, name=f"msiforge-build-{kernel.release}", daemon=True)
+        self._thread.start()
+
+    def modules(self) -> list[Path]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def join(self) -> None:
+        """Wait for the build to end, whatever became of it (a run never leaves one behind)."""
+        self._thread.join()
+
+
 def _resume_warm(board: Board, kernel: kern.Kernel, boot: plan.BootPlan, tree: Path, kdir: Path,
-                 modules: list[Path], fault: str | None, title: str) -> verdicts.Events | None:
+                 modules: Callable[[], list[Path]], fault: str | None, title: str) -> verdicts.Events | None:
     """Run the scenarios in a guest resumed from the kernel's warm snapshot, or in one that saves it.
 
     The first warm run of a kernel and machine boots the base guest and saves
@@ -269,7 +332,8 @@ def _resume_warm(board: Board, kernel: kern.Kernel, boot: plan.BootPlan, tree: P
     resumed cleanly after the save) is resumed once more.  None when a
     snapshot does not resume (a state QEMU refuses, a payload that does not
     arrive, a second misbehaving resume): it is removed from the cache and
-    the caller boots cold.
+    the caller boots cold.  ``modules`` gives the modules (waiting for their
+    build): the guest is started first, and takes them when they are there.
     """
     from .vmtests import snapshot
 
@@ -277,10 +341,11 @@ def _resume_warm(board: Board, kernel: kern.Kernel, boot: plan.BootPlan, tree: P
     snap = snapshot.lookup(base_argv, cache_root())
     for attempt in (1, 2):
         if snap is None:
-            handover = snapshot.SaveFirst(base_argv, cache_root(), payload, fault, board.boot_timeout)
+            handover = snapshot.SaveFirst(base_argv, cache_root(), payload, fault, board.boot_timeout,
+                                          boot.handover.value)
             how, prefix = " (warm: saving its snapshot)", ""
         else:
-            handover = snapshot.Resume(snap, payload, fault, board.boot_timeout)
+            handover = snapshot.Resume(snap, payload, fault, board.boot_timeout, boot.handover.value)
             how, prefix = " (warm)" if attempt == 1 else " (warm, second try)", snap.boot_log
         argv = handover.argv(base_argv)
         (kdir / "cmdline").write_text(shlex.join(argv) + "\n")

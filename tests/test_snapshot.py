@@ -98,6 +98,28 @@ def test_the_plan_says_why_a_boot_is_warm_or_cold():
     assert "not verified on arm64" in plan.start_choice(arm, tcg, "qemu", False).why
 
 
+def test_the_payload_takes_a_virtio_serial_port_only_when_its_driver_is_built_in(tmp_path):
+    from types import SimpleNamespace
+
+    from msiforge import plan
+
+    def choice(config: str | None):
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        if config is not None:
+            (d / ".config").write_text(config)
+        return plan.handover_choice(SimpleNamespace(build_dir=d))
+
+    assert choice("CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_CONSOLE=y\n").value == "virtio-serial"
+    modular = choice("CONFIG_VIRTIO_PCI=m\nCONFIG_VIRTIO_CONSOLE=m\n")  # Debian's 6.1
+    assert modular.value == "console"
+    assert modular.why.startswith("CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_CONSOLE not built in")
+    assert choice("CONFIG_VIRTIO_PCI=y\n# CONFIG_VIRTIO_CONSOLE is not set\n").why.startswith(
+        "CONFIG_VIRTIO_CONSOLE not built in")
+    assert choice(None) == plan.Choice("console", "no .config in its build directory: the serial console "
+                                                  "carries the payload, base64 in acknowledged chunks")
+
+
 def test_qmp_client_talks_to_a_real_qemu(tmp_path):
     """The QMP client against QEMU itself (no guest: -M none)."""
     from msiforge.vmtests import qemu, snapshot
@@ -208,6 +230,49 @@ def test_a_snapshot_that_does_not_resume_is_replaced_by_a_cold_boot(tmp_path):
     assert _run(tmp_path, "after")["start"] == "saved"  # a new snapshot
     later = _run(tmp_path, "later")
     assert later["start"] == "resumed", _why_not_warm(later)
+
+
+@pytest.mark.vm
+def test_a_warm_guest_waits_for_its_modules_and_a_build_error_ends_it(fetched_kernels, tmp_path):
+    """The resumed guest starts while the modules build, paused until they are there; a build error
+    stops it and is the kernel's verdict (build-failed, naming file and line), not a cold boot."""
+    import subprocess as sp
+
+    from msiforge import runner
+    from msiforge.board import validate
+    from msiforge.cache import cache_root
+    from msiforge.generator import render
+    from msiforge.vmtests import qemu
+
+    from helpers import default_board
+
+    first = _run(tmp_path, "first")  # a snapshot to resume (saved now if the suite has none yet)
+    kernel = fetched_kernels["debian:6.12.117+deb12"]
+    board = validate(default_board(), "board.yaml")
+    accel = qemu.choose_accel("auto", kernel.vmlinuz, cache_root() / "probes")
+    tree = render.generate(board, [render.target_for(kernel)], tmp_path / "gen")[kernel.release]
+    c = tree / "msiforge_ims0.c"
+    c.write_text(c.read_text() + "\n/* edited */\n")  # new sources: a real build, not the module cache
+    kdir = tmp_path / "edited"
+    kdir.mkdir()
+    result = runner.boot_kernel(board, kernel, tree, kdir, accel)
+    assert result.verdict == "pass", result.detail
+    events = json.loads((kdir / "events.json").read_text())
+    assert events["start"] == "resumed", (first["start"], (kdir / "warm-failed.txt").read_text())
+    steps = events["warm_seconds"]
+    # Loaded, then (still paused) the modules, then continued: the guest never ran waiting for them.
+    assert steps["loaded"] <= steps["built"] <= steps["continued"] <= steps["payload"]
+
+    c.write_text(c.read_text() + "\nstatic int msiforge_broken = ;\n")
+    kdir = tmp_path / "broken"
+    kdir.mkdir()
+    result = runner.boot_kernel(board, kernel, tree, kdir, accel)
+    assert result.verdict == "build-failed"
+    assert f"{kdir / 'build' / 'msiforge_ims0.c'}:" in result.detail and "error:" in result.detail
+    assert "-incoming" in (kdir / "cmdline").read_text()  # the guest had been started
+    assert not (kdir / "warm-failed.txt").exists()  # the snapshot is not blamed
+    left = sp.run(["pgrep", "-f", str(cache_root() / "snapshots")], capture_output=True, text=True).stdout
+    assert not left.strip(), f"QEMU left running: {left}"
 
 
 def test_a_report_before_the_payload_is_the_snapshots_not_the_code_under_test():

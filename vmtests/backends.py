@@ -12,6 +12,7 @@ command line; at boot time, the command (and environment) to run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import arches
@@ -53,8 +54,9 @@ class Backend:
         """The argv (and environment, None: msiforge's) of one boot per ``boot`` (a plan.BootPlan)."""
         raise NotImplementedError
 
-    def warm(self, board, boot, tree: Path, kdir: Path, modules: list[Path]) -> tuple[list[str], bytes]:
-        """For a warm start: the argv of the base guest (the snapshot's), and the payload a resumed one gets."""
+    def warm(self, board, boot, tree: Path, kdir: Path, modules) -> tuple[list[str], Callable[[], bytes]]:
+        """For a warm start: the argv of the base guest (the snapshot's), and what makes the payload a resumed
+        one gets (``modules()`` gives the built modules, waiting for their build)."""
         raise NotImplementedError
 
 
@@ -83,20 +85,34 @@ class Qemu(Backend):
         initrd = initramfs.build(kdir / "initramfs.cpio", guest_modules, tree / "run.sh",
                                  initramfs.busybox_for(board.arch))
         accel = qemu.Accel(boot.accel.value, boot.accel.why)
-        return qemu.command(board, accel, Path(boot.image.value), initrd, boot.cmdline,
-                            boot.clock.value == "icount", boot.qemu.value or None), None
+        argv = qemu.command(board, accel, Path(boot.image.value), initrd, boot.cmdline,
+                            boot.clock.value == "icount", boot.qemu.value or None)
+        return argv + _port_bus(boot), None
 
     def warm(self, board, boot, tree, kdir, modules):
         from ..cache import cache_root
         from ..kmod import build as kbuild
         from . import initramfs, qemu
 
-        guest_modules = kbuild.strip_for_guest(modules, kdir / "modules", board.arch)
         base = initramfs.warm_base(cache_root() / "snapshots", initramfs.busybox_for(board.arch))
         accel = qemu.Accel(boot.accel.value, boot.accel.why)
         argv = qemu.command(board, accel, Path(boot.image.value), base, boot.cmdline, boot.clock.value == "icount",
                             boot.qemu.value or None)
-        return argv, initramfs.payload(guest_modules, tree / "run.sh")
+        argv += _port_bus(boot)
+
+        def payload() -> bytes:
+            guest_modules = kbuild.strip_for_guest(modules(), kdir / "modules", board.arch)
+            return initramfs.payload(guest_modules, tree / "run.sh")
+
+        return argv, payload
+
+
+def _port_bus(boot) -> list[str]:
+    """The virtio-serial bus a warm guest's payload port is hot-added on, where the plan has one: on cold
+    boots too, so that a cold and a resumed guest of one kernel run on the same machine."""
+    from . import snapshot
+
+    return list(snapshot.PORT_DEVICE) if boot.handover.value == snapshot.VIRTIO_SERIAL else []
 
 
 class Vng(Backend):

@@ -63,12 +63,16 @@ READY = "msiforge-ready: waiting for the payload"
 #: The payload crosses the console in chunks of this many base64 lines, each
 #: acknowledged: the guest's tty buffers would drop what it has not read.
 CHUNK_LINES = 200
+#: The name of the virtio-serial port a resumed guest reads its payload from (vmtests/snapshot.py).
+PORT_NAME = "msiforge.payload"
 
 #: /init of a warm snapshot's base guest (vmtests/snapshot.py).  It boots with
 #: no msiforge module, keeps each edu's PCI config header, says it is ready and
 #: waits on the console; the host saves the VM there.  A restored guest reads
 #: ``go FAULT LINES MD5``, then LINES of base64 (an xz-compressed newc cpio:
-#: /run.sh and /modules) in acknowledged chunks, and goes on as a cold boot would.
+#: /run.sh and /modules) in acknowledged chunks, or ``port FAULT BYTES MD5``
+#: and BYTES of that cpio from the virtio-serial port named PORT_NAME, and
+#: goes on as a cold boot would.
 #: QEMU's edu has no vmstate: a restored one is freshly reset (BARs
 #: unassigned, decoding off), so its header is written back first: BARs,
 #: interrupt line, then the command word.
@@ -99,23 +103,41 @@ if [ "$go" = check ]; then
 	echo "msiforge-warm: check $(cat /proc/sys/kernel/random/uuid | cut -c 1-8) ok"
 	poweroff -f
 fi
-i=0
-while [ "$left" -gt 0 ]; do
-	n=@CHUNK@
-	[ "$left" -lt $n ] && n=$left
-	head -n $n >> /run/payload
-	left=$((left - n))
-	i=$((i + 1))
-	echo "msiforge-warm: chunk $i"
-done
+if [ "$go" = port ]; then
+	# $left bytes on the virtio-serial port the host has just hot-added (its driver is built in).
+	p=
+	i=0
+	while [ -z "$p" ] && [ $i -lt 1000 ]; do
+		for d in /sys/class/virtio-ports/*; do
+			[ "$(cat "$d/name" 2>/dev/null)" = @PORT@ ] && [ -c "/dev/${d##*/}" ] && p=/dev/${d##*/}
+		done
+		[ -n "$p" ] || sleep 0.01
+		i=$((i + 1))
+	done
+	f=/run/payload.xz
+	[ -n "$p" ] || echo "msiforge-warm: no port @PORT@ within 10 s"
+	[ -n "$p" ] && head -c "$left" "$p" > $f
+else
+	f=/run/payload
+	i=0
+	while [ "$left" -gt 0 ]; do
+		n=@CHUNK@
+		[ "$left" -lt $n ] && n=$left
+		head -n $n >> /run/payload
+		left=$((left - n))
+		i=$((i + 1))
+		echo "msiforge-warm: chunk $i"
+	done
+fi
 stty echo
-if [ "$(md5sum < /run/payload)" != "$sum  -" ]; then
+if [ "$(md5sum < $f)" != "$sum  -" ]; then
 	echo "msiforge-warm: payload corrupt"
 	poweroff -f
 fi
 echo "msiforge-warm: payload ok"
-base64 -d /run/payload | unxz | (cd / && cpio -id 2>/dev/null)
-rm /run/payload
+[ $f = /run/payload ] && base64 -d $f > /run/payload.xz
+unxz < /run/payload.xz | (cd / && cpio -id 2>/dev/null)
+rm -f /run/payload /run/payload.xz
 for f in /run/cfg/*; do
 	[ -e "$f" ] || continue
 	c=/sys/bus/pci/devices/${f##*/}/config
@@ -124,7 +146,7 @@ for f in /run/cfg/*; do
 	dd if="$f" of="$c" bs=2 skip=2 seek=2 count=1 conv=notrunc 2>/dev/null
 done
 [ "$fault" = - ] && fault=
-""".replace("@READY@", READY).replace("@CHUNK@", str(CHUNK_LINES)) + _RUN
+""".replace("@READY@", READY).replace("@CHUNK@", str(CHUNK_LINES)).replace("@PORT@", PORT_NAME) + _RUN
 
 #: Faults the guest can inject, and the verdict each must produce.
 FAULTS = {
