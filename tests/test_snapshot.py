@@ -329,6 +329,40 @@ def test_a_single_step_trap_in_a_resumed_guest_ends_the_run_as_the_snapshots_fau
     assert ev.ending == "done" and line in (tmp_path / "cold.log").read_text()
 
 
+def test_waiting_for_the_modules_is_not_charged_to_the_boot_timeout(tmp_path):
+    """The guest waits for its payload's module build paused: that wait is given back to the boot phase.
+
+    A slow build (a build root made on first use took 140 s in a matrix) must not make a boot-timeout
+    verdict.  The same wait spent elsewhere in the handover still counts: the guest's own time does.
+    """
+    import time
+
+    from msiforge.vmtests import console, snapshot
+
+    class Resumed(snapshot._Handover):
+        start = "resumed"
+
+        def __init__(self, payload, busy: bool):
+            super().__init__(payload, None, 10)
+            self.busy = busy
+
+        def __call__(self, child, log_so_far=""):
+            if self.busy:
+                time.sleep(3)  # the guest's own handover being slow: charged
+            self._payload_ready()
+            self.cleanup()
+
+    def slow_build() -> bytes:
+        time.sleep(3)
+        return b"payload"
+
+    guest = ["sh", "-c", f"sleep 0.5; echo '{console.START}'; echo '{console.DONE}'"]
+    ev = console.run(guest, tmp_path / "a.log", 2, 30, ["deliver"], handover=Resumed(slow_build, busy=False))
+    assert ev.ending == "done" and ev.started
+    ev = console.run(guest, tmp_path / "b.log", 2, 30, ["deliver"], handover=Resumed(b"payload", busy=True))
+    assert ev.ending == "timeout" and not ev.started
+
+
 def test_the_cache_keeps_the_most_recently_used_snapshots(tmp_path, monkeypatch):
     """prune() removes the least recently used complete snapshots; lookup() counts as a use."""
     import os

@@ -127,17 +127,20 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
         patterns = [re.escape(START), re.escape(DONE), pexpect.EOF, pexpect.TIMEOUT, STEP, STALL, REPORT]
         try:
             fault_idx = -1
+            phase_start, limit = 0.0, boot_timeout
             if handover is not None:
                 ev.start = handover.start
+                # The guest waits, paused, for its payload's modules to build: not guest time.
+                handover.clock = clock
                 if handover.at_ready:
                     patterns.append(re.escape(READY))
                 else:
                     handover(child)
+                    phase_start += handover.waited
                 if handover.fault_pattern:
                     fault_idx = len(patterns)
                     patterns.append(handover.fault_pattern)
             reported = False
-            phase_start, limit = 0.0, boot_timeout
             last = start
             while (remaining := limit - (clock.now() - phase_start)) > 0:
                 idx = child.expect(patterns, timeout=min(cpushare.INTERVAL, max(0.05, remaining)))
@@ -152,6 +155,7 @@ def run(argv: list[str], log: Path, boot_timeout: float, scenario_timeout: float
                 if idx == 7:  # a booting warm guest is ready: saved, then handed its payload
                     logfh.flush()
                     handover(child, log.read_text(encoding="utf-8", errors="replace"))
+                    phase_start += handover.waited
                     continue
                 if idx == 5:
                     if reported:

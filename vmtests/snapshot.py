@@ -271,16 +271,26 @@ class _Handover:
         self.timeout = timeout
         #: What the run's events record (Events.warm_seconds): seconds from QEMU's start to each step.
         self.seconds: dict[str, float] = {}
+        #: console.run's timeout clock (cpushare.GuestClock), and what waiting for the payload took of it.
+        self.clock = None
+        self.waited = 0.0
         self.spawned = time.monotonic()
 
     def _mark(self, step: str) -> None:
         self.seconds[step] = round(time.monotonic() - self.spawned, 3)
 
     def _payload_ready(self) -> None:
-        """Have the payload (waiting for the module build it comes from; its BuildError is raised)."""
+        """Have the payload (waiting for the module build it comes from; its BuildError is raised).
+
+        The guest is paused meanwhile; what the wait cost on the run's timeout
+        clock (``clock``, console.run's) is kept in ``waited``: the run gives
+        it back, since the guest did not run.
+        """
         if self.data is not None:
             return
+        before = self.clock.now() if self.clock else 0.0
         self.data = self.payload() if callable(self.payload) else self.payload
+        self.waited = (self.clock.now() - before) if self.clock else 0.0
         if self.channel == VIRTIO_SERIAL:
             (self.sockdir / "payload").write_bytes(self.data)
         else:
@@ -366,15 +376,15 @@ class SaveFirst(_Handover):
         try:
             qmp = Qmp(self.sock, self.timeout)
             try:
+                # Paused for the save, and after it until the modules are built: a guest left running
+                # meanwhile would race its idle clock ahead (icount, sleep=off) and take CPU from the build.
+                qmp.cmd("stop")
+
                 def save(tmp: Path) -> None:
-                    qmp.cmd("stop")
-                    try:
-                        _migrate(qmp, tmp / "state", self.timeout)
-                        self._mark("saved")
-                        _check(self.base_argv, tmp / "state", self.timeout)
-                        self._mark("checked")
-                    finally:
-                        qmp.cmd("cont")
+                    _migrate(qmp, tmp / "state", self.timeout)
+                    self._mark("saved")
+                    _check(self.base_argv, tmp / "state", self.timeout)
+                    self._mark("checked")
                     (tmp / "boot.log").write_text(log_so_far, encoding="utf-8", errors="replace")
                     info = {"argv": self.base_argv, "boot_seconds": self.seconds["ready"],
                             "save_seconds": round(self.seconds["saved"] - self.seconds["ready"], 3),
@@ -387,7 +397,9 @@ class SaveFirst(_Handover):
                     prune(self.entry.parent.parent, kept())
                 except Unusable as exc:
                     self.save_error = str(exc)
+                self._payload_ready()
                 self._attach(qmp)  # after the save: the snapshot has no port, as every resume expects
+                qmp.cmd("cont")
             finally:
                 qmp.close()
             self._send_payload(child)
