@@ -6,9 +6,11 @@ command line) boots the base guest (``initramfs.WARM_INIT``: busybox, no
 msiforge module) to its ready point, where it waits on the console, and
 saves the VM there with QEMU's migration (QMP ``stop``, ``migrate
 exec:cat > FILE``) into the cache.  Later runs start QEMU with the same
-command line and ``-incoming``, continue the guest, and hand it the payload
-(run.sh and the modules, a gzipped cpio in base64) over the serial console,
-in acknowledged chunks.  From there the guest goes on as a cold boot does.
+command line and ``-incoming`` while the modules build, continue the guest
+once they are built, and hand it the payload (run.sh and the modules, an xz
+cpio): over a virtio-serial port hot-added for it where the kernel has the
+driver built in, else over the serial console in base64, in acknowledged
+chunks.  From there the guest goes on as a cold boot does.
 
 What must match between the save and a resume is everything that shapes the
 saved state: the QEMU binary, every argument (machine, CPU, memory, clock
