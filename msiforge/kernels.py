@@ -119,6 +119,8 @@ class Kernel:
     toolchain: toolchains.Toolchain | None = None
     #: source:...+in-tree: the board's driver modules, built in the kernel tree.
     in_tree: tuple[Path, ...] = ()
+    #: Its own modules (lib/modules/<release>: the image package's), None when it has none here.
+    modules_dir: Path | None = None
 
 
 
@@ -342,8 +344,10 @@ def load(spec: str, dk: DebianKernel, entry: Path) -> Kernel:
     build = root / "usr/src" / f"linux-headers-{dk.release}"
     commons = sorted(p for p in (root / "usr/src").glob("linux-headers-*common*") if p.is_dir())
     vmlinuz = root / meta.get("vmlinuz", f"boot/vmlinuz-{dk.release}")
+    mods = next((d for d in (root / "lib/modules" / dk.release, root / "usr/lib/modules" / dk.release)
+                 if (d / "kernel").is_dir()), None)
     return Kernel(spec=spec, release=dk.release, vmlinuz=vmlinuz, build_dir=build, header_dirs=[build, *commons],
-                  suite=dk.suite, toolchain=toolchains.for_headers(build, dk.suite))
+                  suite=dk.suite, toolchain=toolchains.for_headers(build, dk.suite), modules_dir=mods)
 
 
 def cached_releases() -> set[str]:

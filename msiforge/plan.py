@@ -63,6 +63,8 @@ class BootPlan:
     #: A warm start's way for the payload into the guest: virtio-serial | console ("": no warm start possible).
     #: With virtio-serial every boot of the kernel (cold ones too) has the port's bus: one machine.
     handover: Choice = Choice("", "")
+    #: The kernel's own modules every guest of it loads first, for the port (its drivers are modules there).
+    port_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,21 +144,58 @@ def start_choice(board: Board, accel, backend: str, cold: bool) -> Choice:
                           "point, later runs resume it (--cold boots)")
 
 
-#: What the payload's virtio-serial port needs built in: the base guest has no module to load.
-PORT_OPTIONS = ("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE")
+#: What the payload's virtio-serial port needs in the base guest, and the module each option builds.
+PORT_OPTIONS = {"CONFIG_VIRTIO_PCI": "virtio_pci", "CONFIG_VIRTIO_CONSOLE": "virtio_console"}
+_PORT_WHY = ("a virtio-serial port, hot-added to the resumed guest, carries the payload (cold boots have its bus "
+             "too: the same machine)")
+
+
+def _config_values(kernel) -> dict[str, str] | None:
+    config = Path(kernel.build_dir) / ".config"
+    if not config.is_file():
+        return None
+    lines = config.read_text(errors="replace").splitlines()
+    return dict(line.split("=", 1) for line in lines if line.startswith("CONFIG_") and "=" in line)
+
+
+def port_modules(kernel) -> list[Path]:
+    """The kernel's own modules every guest of it loads first for the payload's port, dependencies first
+    (none where the drivers are built in); kernel_modules.Missing when they are modules it does not have here."""
+    from .vmtests import kernel_modules
+
+    values = _config_values(kernel) or {}
+    names = [mod for opt, mod in PORT_OPTIONS.items() if values.get(opt) == "m"]
+    if not names:
+        return []
+    mods = getattr(kernel, "modules_dir", None)
+    if mods is None:
+        raise kernel_modules.Missing("its modules are not here")
+    return kernel_modules.load_order(Path(mods), names)
 
 
 def handover_choice(kernel) -> Choice:
-    """How a warm guest of ``kernel`` gets its payload, from the kernel's ``.config`` (its build directory's)."""
-    config = Path(kernel.build_dir) / ".config"
-    text = config.read_text(errors="replace") if config.is_file() else ""
-    built_in = {line.split("=")[0] for line in text.splitlines() if line.endswith("=y")}
-    missing = [o for o in PORT_OPTIONS if o not in built_in]
-    if not missing:
-        return Choice("virtio-serial", "CONFIG_VIRTIO_PCI=y, CONFIG_VIRTIO_CONSOLE=y: a virtio-serial port, "
-                                       "hot-added to the resumed guest, carries the payload (cold boots have its "
-                                       "bus too: the same machine)")
-    why = f"{' and '.join(missing)} not built in" if text else "no .config in its build directory"
+    """How a warm guest of ``kernel`` gets its payload, from the kernel's ``.config`` (its build directory's)
+    and, where the port's drivers are modules, the modules of its image package."""
+    from .vmtests import kernel_modules
+
+    values = _config_values(kernel)
+    if values is None:
+        return Choice("console", "no .config in its build directory: the serial console carries the payload, "
+                                 "base64 in acknowledged chunks")
+    if all(values.get(o) == "y" for o in PORT_OPTIONS):
+        return Choice("virtio-serial", f"CONFIG_VIRTIO_PCI=y, CONFIG_VIRTIO_CONSOLE=y: {_PORT_WHY}")
+    missing = [o for o in PORT_OPTIONS if values.get(o) not in ("y", "m")]
+    if missing:
+        why = f"{' and '.join(missing)} not set"
+    else:
+        modular = ", ".join(f"{o}=m" for o in PORT_OPTIONS if values[o] == "m")
+        try:
+            mods = port_modules(kernel)
+        except kernel_modules.Missing as exc:
+            why = f"{modular}, but {exc}"
+        else:
+            return Choice("virtio-serial", f"{modular}: every guest of it loads {', '.join(m.stem for m in mods)} "
+                                           f"from its image package first; {_PORT_WHY}")
     return Choice("console", f"{why}: the serial console carries the payload, base64 in acknowledged chunks")
 
 
@@ -184,8 +223,10 @@ def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cach
     # cold boots of the kernel, so that both are the same machine (interrupt remapping entries, PCI slots).
     can_warm = start_choice(board, accel, backend, False).value == "warm"
     handover = handover_choice(kernel) if can_warm else Choice("", "")
+    port = tuple(str(p) for p in port_modules(kernel)) if handover.value == "virtio-serial" else ()
     return BootPlan(backend=backend, accel=Choice(accel.name, accel.reason), clock=clock,
-                    image=Choice(str(image), how), cmdline=cmdline, start=start, qemu=binary, handover=handover)
+                    image=Choice(str(image), how), cmdline=cmdline, start=start, qemu=binary, handover=handover,
+                    port_modules=port)
 
 
 def _newer_qemu_for_icount(board: Board, kernel, cache: Path, host_why: str) -> tuple[Choice, bool, str]:

@@ -98,26 +98,49 @@ def test_the_plan_says_why_a_boot_is_warm_or_cold():
     assert "not verified on arm64" in plan.start_choice(arm, tcg, "qemu", False).why
 
 
-def test_the_payload_takes_a_virtio_serial_port_only_when_its_driver_is_built_in(tmp_path):
+def test_the_payload_takes_a_virtio_serial_port_where_its_drivers_are_built_in_or_modules_it_has(tmp_path):
     from types import SimpleNamespace
 
     from msiforge import plan
 
-    def choice(config: str | None):
+    def choice(config: str | None, modules_dir=None):
         d = tmp_path / str(len(list(tmp_path.iterdir())))
         d.mkdir()
         if config is not None:
             (d / ".config").write_text(config)
-        return plan.handover_choice(SimpleNamespace(build_dir=d))
+        return plan.handover_choice(SimpleNamespace(build_dir=d, modules_dir=modules_dir))
 
     assert choice("CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_CONSOLE=y\n").value == "virtio-serial"
-    modular = choice("CONFIG_VIRTIO_PCI=m\nCONFIG_VIRTIO_CONSOLE=m\n")  # Debian's 6.1
-    assert modular.value == "console"
-    assert modular.why.startswith("CONFIG_VIRTIO_PCI and CONFIG_VIRTIO_CONSOLE not built in")
+    modular = "CONFIG_VIRTIO_PCI=m\nCONFIG_VIRTIO_CONSOLE=m\n"  # Debian's 6.1
+    assert choice(modular) == plan.Choice("console", "CONFIG_VIRTIO_PCI=m, CONFIG_VIRTIO_CONSOLE=m, but its "
+                                                     "modules are not here: the serial console carries the "
+                                                     "payload, base64 in acknowledged chunks")
+    (tmp_path / "mods" / "kernel").mkdir(parents=True)
+    assert choice(modular, tmp_path / "mods").why.startswith(
+        f"CONFIG_VIRTIO_PCI=m, CONFIG_VIRTIO_CONSOLE=m, but no virtio_pci.ko under {tmp_path}/mods/kernel:")
     assert choice("CONFIG_VIRTIO_PCI=y\n# CONFIG_VIRTIO_CONSOLE is not set\n").why.startswith(
-        "CONFIG_VIRTIO_CONSOLE not built in")
+        "CONFIG_VIRTIO_CONSOLE not set:")
     assert choice(None) == plan.Choice("console", "no .config in its build directory: the serial console "
                                                   "carries the payload, base64 in acknowledged chunks")
+
+
+def test_debian_6_1_loads_its_own_virtio_modules_for_the_port(fetched_kernels):
+    """Debian's 6.1 builds virtio_pci and virtio_console as modules: its guests load them from its image
+    package, dependencies first (read from each module's .modinfo), and take the payload over the port."""
+    from msiforge import plan
+    from msiforge.vmtests import kernel_modules
+
+    k = fetched_kernels["debian:6.1.0-56"]
+    mods = plan.port_modules(k)
+    names = [m.stem for m in mods]
+    assert sorted(names) == ["virtio", "virtio_console", "virtio_pci", "virtio_pci_legacy_dev",
+                             "virtio_pci_modern_dev", "virtio_ring"]
+    for i, m in enumerate(mods):
+        info = kernel_modules.modinfo(m)
+        assert info["vermagic"].split()[0] == k.release
+        assert set(filter(None, info["depends"].split(","))) <= set(names[:i]), (m.name, info["depends"])
+    assert plan.handover_choice(k).value == "virtio-serial"
+    assert plan.port_modules(fetched_kernels["debian:6.12.117+deb12"]) == []
 
 
 def test_qmp_client_talks_to_a_real_qemu(tmp_path):

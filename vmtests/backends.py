@@ -83,7 +83,7 @@ class Qemu(Backend):
 
         guest_modules = kbuild.strip_for_guest(modules, kdir / "modules", board.arch)
         initrd = initramfs.build(kdir / "initramfs.cpio", guest_modules, tree / "run.sh",
-                                 initramfs.busybox_for(board.arch))
+                                 initramfs.busybox_for(board.arch), [Path(p) for p in boot.port_modules])
         accel = qemu.Accel(boot.accel.value, boot.accel.why)
         argv = qemu.command(board, accel, Path(boot.image.value), initrd, boot.cmdline,
                             boot.clock.value == "icount", boot.qemu.value or None)
@@ -94,7 +94,8 @@ class Qemu(Backend):
         from ..kmod import build as kbuild
         from . import initramfs, qemu
 
-        base = initramfs.warm_base(cache_root() / "snapshots", initramfs.busybox_for(board.arch))
+        base = initramfs.warm_base(cache_root() / "snapshots", initramfs.busybox_for(board.arch),
+                                   [Path(p) for p in boot.port_modules])
         accel = qemu.Accel(boot.accel.value, boot.accel.why)
         argv = qemu.command(board, accel, Path(boot.image.value), base, boot.cmdline, boot.clock.value == "icount",
                             boot.qemu.value or None)

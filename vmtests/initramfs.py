@@ -23,6 +23,10 @@ export PATH=/bin
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev
 mount -t debugfs debugfs /sys/kernel/debug
+# The kernel's own modules the payload's virtio-serial port needs, where they are not built in (plan.port_modules).
+for m in /lib/port/*.ko; do
+	[ -e "$m" ] && insmod "$m"
+done
 """
 
 #: What every /init does last: inject the fault in $fault (for the harness's own
@@ -216,21 +220,26 @@ class _Newc:
         return b"".join(self.chunks)
 
 
-def build(dest: Path, modules: list[Path], script: Path, busybox: Path | None = None) -> Path:
-    """Write the initramfs to ``dest`` and return it."""
-    dest.write_bytes(image(modules, script, busybox))
+def build(dest: Path, modules: list[Path], script: Path, busybox: Path | None = None,
+          port_modules: list[Path] = ()) -> Path:
+    """Write the initramfs to ``dest`` and return it (``port_modules``: the kernel's own, loaded first, in order)."""
+    dest.write_bytes(image(modules, script, busybox, port_modules=port_modules))
     return dest
 
 
-def image(modules: list[Path], script: Path | None, busybox: Path | None = None, init: str = INIT) -> bytes:
-    """An initramfs: busybox, ``init``, and the script and modules (none for a warm base)."""
+def image(modules: list[Path], script: Path | None, busybox: Path | None = None, init: str = INIT,
+          port_modules: list[Path] = ()) -> bytes:
+    """An initramfs: busybox, ``init``, the kernel's own ``port_modules`` (/lib/port, numbered in load order),
+    and the script and modules (none for a warm base)."""
     busybox = busybox or find_busybox()
     arc = _Newc()
-    for d in ("bin", "dev", "proc", "sys", "tmp", "modules"):
+    for d in ("bin", "dev", "proc", "sys", "tmp", "modules") + (("lib", "lib/port") if port_modules else ()):
         arc.add(d, stat.S_IFDIR | 0o755)
     arc.add("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
     arc.add("bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes())
     arc.add("init", stat.S_IFREG | 0o755, init.encode())
+    for i, ko in enumerate(port_modules):
+        arc.add(f"lib/port/{i:02d}-{ko.name}", stat.S_IFREG | 0o644, ko.read_bytes())
     if script is not None:
         _add_payload(arc, modules, script)
     return arc.finish()
@@ -244,17 +253,17 @@ def _add_payload(arc: _Newc, modules: list[Path], script: Path) -> None:
         arc.add(f"modules/{ko.name}", stat.S_IFREG | mode, ko.read_bytes())
 
 
-def warm_base(cache_dir: Path, busybox: Path) -> Path:
-    """The base initramfs of warm snapshots (WARM_INIT, busybox), kept in ``cache_dir`` by its content."""
+def warm_base(cache_dir: Path, busybox: Path, port_modules: list[Path] = ()) -> Path:
+    """The base initramfs of warm snapshots (WARM_INIT, busybox, the kernel's ``port_modules``), kept in
+    ``cache_dir`` by its content."""
     import hashlib
 
     from ..cache import atomic_write
 
-    data = busybox.read_bytes()
-    name = hashlib.sha256(data + b"\0" + WARM_INIT.encode()).hexdigest()[:20]
-    dest = cache_dir / f"base-{name}.cpio"
+    data = image([], None, busybox, WARM_INIT, port_modules)
+    dest = cache_dir / f"base-{hashlib.sha256(data).hexdigest()[:20]}.cpio"
     if not dest.is_file():
-        atomic_write(dest, image([], None, busybox, WARM_INIT))
+        atomic_write(dest, data)
     return dest
 
 

@@ -9,7 +9,8 @@ exec:cat > FILE``) into the cache.  Later runs start QEMU with the same
 command line and ``-incoming`` while the modules build, continue the guest
 once they are built, and hand it the payload (run.sh and the modules, an xz
 cpio): over a virtio-serial port hot-added for it where the kernel has the
-driver built in, else over the serial console in base64, in acknowledged
+drivers built in or as modules of its own package (those the base guest
+loads first), else over the serial console in base64, in acknowledged
 chunks.  From there the guest goes on as a cold boot does.
 
 What must match between the save and a resume is everything that shapes the
@@ -228,7 +229,7 @@ class Snapshot:
         shutil.rmtree(self.entry, ignore_errors=True)
 
 
-#: The virtio-serial bus of a base guest whose kernel has the driver built in (plan.handover_choice): at a
+#: The virtio-serial bus of a base guest whose kernel has the drivers (plan.handover_choice): at a
 #: resume the host hot-adds a port on it, backed by the payload's file, and the guest reads it whole.  No
 #: MSI-X vectors (vectors=0: INTx), so the guest's vector space is a cold boot's; port 0 is a console's.
 PORT_BUS = "msiforge-vser"
