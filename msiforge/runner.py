@@ -429,6 +429,10 @@ def run(board: Board, specs: list[str] | None = None, scenarios: list[str] | Non
         if parse_spec(s).kind == "debian":
             backends.get(backend).check_kernel(s, kern.resolve(s, available))
     cache_root()  # a cache that cannot be written is a one-line error before the run directory exists
+    if not cold and backend == "qemu":
+        from .vmtests import snapshot
+
+        snapshot.kept()  # so is a bad MSIFORGE_SNAPSHOTS_KEPT, not only when a snapshot is saved
     run_dir = new_run_dir(board, out)
     progress.info(f"run directory: {run_dir}")
     run_id, started = new_run_id(), datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

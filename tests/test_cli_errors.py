@@ -35,6 +35,17 @@ def test_unwritable_cache_is_one_line_and_writes_no_run_directory(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_bad_snapshot_count_is_one_line_before_the_run_directory_exists(tmp_path):
+    import subprocess
+
+    env = dict(os.environ, MSIFORGE_SNAPSHOTS_KEPT="many")
+    proc = subprocess.run([*MSIFORGE, "run", "--scenario", "deliver", "--kernel", "debian:6.12.117+deb12"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert _one_line(proc) == "msiforge: error: MSIFORGE_SNAPSHOTS_KEPT: 'many' is not a whole number of at least 1"
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("spec,message", [
     ("source:5.10", "source:5.10: no Debian source package for that series (supported: source:6.1, source:6.12, source:7.2, source:7.3)"),
     ("tree:/nonexistent", "kernel spec 'tree:/nonexistent': /nonexistent is not a kernel source tree"),

@@ -411,4 +411,4 @@ def test_the_cache_keeps_the_most_recently_used_snapshots(tmp_path, monkeypatch)
     with pytest.raises(InputError, match="MSIFORGE_SNAPSHOTS_KEPT: '0' is not a whole number of at least 1"):
         snapshot.kept()
     monkeypatch.delenv("MSIFORGE_SNAPSHOTS_KEPT")
-    assert snapshot.kept() == 24
+    assert snapshot.kept() == 48

@@ -172,8 +172,9 @@ def lookup(argv: list[str], cache_dir: Path) -> Snapshot | None:
 
 
 def kept() -> int:
-    """How many snapshots the cache keeps (``$MSIFORGE_SNAPSHOTS_KEPT``, default 24: ~80 MB each)."""
-    text = os.environ.get("MSIFORGE_SNAPSHOTS_KEPT", "24")
+    """How many snapshots the cache keeps (``$MSIFORGE_SNAPSHOTS_KEPT``, default 48: ~80 MB each, so a
+    whole ladder of Debian kernels and the test suite's fit together)."""
+    text = os.environ.get("MSIFORGE_SNAPSHOTS_KEPT", "48")
     if not text.isdigit() or int(text) < 1:
         from ..errors import InputError
 
