@@ -158,45 +158,36 @@ def _config_values(kernel) -> dict[str, str] | None:
     return dict(line.split("=", 1) for line in lines if line.startswith("CONFIG_") and "=" in line)
 
 
-def port_modules(kernel) -> list[Path]:
-    """The kernel's own modules every guest of it loads first for the payload's port, dependencies first
-    (none where the drivers are built in); kernel_modules.Missing when they are modules it does not have here."""
+def handover_plan(kernel) -> tuple[Choice, list[Path]]:
+    """How a warm guest of ``kernel`` gets its payload, from the kernel's ``.config`` (its build directory's),
+    and the kernel's own modules every guest of it then loads first for the port, dependencies first (none
+    where the drivers are built in, or where the payload takes the console)."""
     from .vmtests import kernel_modules
 
-    values = _config_values(kernel) or {}
-    names = [mod for opt, mod in PORT_OPTIONS.items() if values.get(opt) == "m"]
-    if not names:
-        return []
-    mods = getattr(kernel, "modules_dir", None)
-    if mods is None:
-        raise kernel_modules.Missing("its modules are not here")
-    return kernel_modules.load_order(Path(mods), names)
+    console = "the serial console carries the payload, base64 in acknowledged chunks"
+    values = _config_values(kernel)
+    if values is None:
+        return Choice("console", f"no .config in its build directory: {console}"), []
+    if all(values.get(o) == "y" for o in PORT_OPTIONS):
+        return Choice("virtio-serial", f"CONFIG_VIRTIO_PCI=y, CONFIG_VIRTIO_CONSOLE=y: {_PORT_WHY}"), []
+    missing = [o for o in PORT_OPTIONS if values.get(o) not in ("y", "m")]
+    if missing:
+        return Choice("console", f"{' and '.join(missing)} not set: {console}"), []
+    modular = [o for o in PORT_OPTIONS if values[o] == "m"]
+    said = ", ".join(f"{o}=m" for o in modular)
+    if kernel.modules_dir is None:
+        return Choice("console", f"{said}, but its modules are not here: {console}"), []
+    try:
+        mods = kernel_modules.load_order(Path(kernel.modules_dir), [PORT_OPTIONS[o] for o in modular])
+    except kernel_modules.Missing as exc:
+        return Choice("console", f"{said}, but {exc}: {console}"), []
+    return Choice("virtio-serial", f"{said}: every guest of it loads {', '.join(m.stem for m in mods)} "
+                                   f"from its image package first; {_PORT_WHY}"), mods
 
 
 def handover_choice(kernel) -> Choice:
-    """How a warm guest of ``kernel`` gets its payload, from the kernel's ``.config`` (its build directory's)
-    and, where the port's drivers are modules, the modules of its image package."""
-    from .vmtests import kernel_modules
-
-    values = _config_values(kernel)
-    if values is None:
-        return Choice("console", "no .config in its build directory: the serial console carries the payload, "
-                                 "base64 in acknowledged chunks")
-    if all(values.get(o) == "y" for o in PORT_OPTIONS):
-        return Choice("virtio-serial", f"CONFIG_VIRTIO_PCI=y, CONFIG_VIRTIO_CONSOLE=y: {_PORT_WHY}")
-    missing = [o for o in PORT_OPTIONS if values.get(o) not in ("y", "m")]
-    if missing:
-        why = f"{' and '.join(missing)} not set"
-    else:
-        modular = ", ".join(f"{o}=m" for o in PORT_OPTIONS if values[o] == "m")
-        try:
-            mods = port_modules(kernel)
-        except kernel_modules.Missing as exc:
-            why = f"{modular}, but {exc}"
-        else:
-            return Choice("virtio-serial", f"{modular}: every guest of it loads {', '.join(m.stem for m in mods)} "
-                                           f"from its image package first; {_PORT_WHY}")
-    return Choice("console", f"{why}: the serial console carries the payload, base64 in acknowledged chunks")
+    """How a warm guest of ``kernel`` gets its payload (handover_plan)."""
+    return handover_plan(kernel)[0]
 
 
 def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cache: Path,
@@ -222,11 +213,10 @@ def boot_plan(board: Board, kernel, accel, backend: str, fault: str | None, cach
     # Decided for --cold runs too: a warm guest's machine has the payload's virtio-serial bus, and so do
     # cold boots of the kernel, so that both are the same machine (interrupt remapping entries, PCI slots).
     can_warm = start_choice(board, accel, backend, False).value == "warm"
-    handover = handover_choice(kernel) if can_warm else Choice("", "")
-    port = tuple(str(p) for p in port_modules(kernel)) if handover.value == "virtio-serial" else ()
+    handover, port = handover_plan(kernel) if can_warm else (Choice("", ""), [])
     return BootPlan(backend=backend, accel=Choice(accel.name, accel.reason), clock=clock,
                     image=Choice(str(image), how), cmdline=cmdline, start=start, qemu=binary, handover=handover,
-                    port_modules=port)
+                    port_modules=tuple(str(p) for p in port))
 
 
 def _newer_qemu_for_icount(board: Board, kernel, cache: Path, host_why: str) -> tuple[Choice, bool, str]:

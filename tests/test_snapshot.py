@@ -131,7 +131,7 @@ def test_debian_6_1_loads_its_own_virtio_modules_for_the_port(fetched_kernels):
     from msiforge.vmtests import kernel_modules
 
     k = fetched_kernels["debian:6.1.0-56"]
-    mods = plan.port_modules(k)
+    choice, mods = plan.handover_plan(k)
     names = [m.stem for m in mods]
     assert sorted(names) == ["virtio", "virtio_console", "virtio_pci", "virtio_pci_legacy_dev",
                              "virtio_pci_modern_dev", "virtio_ring"]
@@ -139,8 +139,8 @@ def test_debian_6_1_loads_its_own_virtio_modules_for_the_port(fetched_kernels):
         info = kernel_modules.modinfo(m)
         assert info["vermagic"].split()[0] == k.release
         assert set(filter(None, info["depends"].split(","))) <= set(names[:i]), (m.name, info["depends"])
-    assert plan.handover_choice(k).value == "virtio-serial"
-    assert plan.port_modules(fetched_kernels["debian:6.12.117+deb12"]) == []
+    assert choice.value == "virtio-serial"
+    assert plan.handover_plan(fetched_kernels["debian:6.12.117+deb12"])[1] == []
 
 
 def test_qmp_client_talks_to_a_real_qemu(tmp_path):
