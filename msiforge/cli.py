@@ -97,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
                    help="boot every kernel.  By default an x86 guest under TCG starts warm: the first run of "
                         "a kernel and machine saves the booted guest (init running, no msiforge module loaded) "
                         "in the cache on the way, later runs resume it and hand it the modules and the script "
-                        "over its console; a changed kernel, QEMU or machine saves a new one")
+                        "over a virtio-serial port added to it (over its console where the kernel lacks the "
+                        "port's drivers); a changed kernel, QEMU or machine saves a new one")
     p.add_argument("--watch", action="store_true",
                    help="an edit loop: run, then run again each time the board file or a template changes, "
                         "printing the table each time (with --out DIR, run N goes to DIR/run-N); a board that "

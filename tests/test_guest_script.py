@@ -67,9 +67,9 @@ def test_an_unknown_step_fails_in_the_rendered_script(tmp_path):
     """The step loop checks the function exists; a name with no function is a failure, never 'ok'."""
     board = dataclasses.replace(validate(default_board(), "b.yaml"), scenarios=("deliver", "no-such-step"))
     script = _script(tmp_path, board)
-    assert "scenario_no_such_step" not in script.split("for step in $STEPS")[0]
+    assert "scenario_no_such_step() {" not in script and "no-such-step) FN=scenario_no_such_step ;;" in script
     loop = script[script.index("for step in $STEPS"):]
-    assert 'command -v "$fn"' in loop and "unknown scenario" in loop
+    assert 'command -v "$FN"' in loop and "unknown scenario" in loop
 
 
 GOOD = """{#

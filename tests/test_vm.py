@@ -41,6 +41,16 @@ def test_default_board_on_6_1_and_6_12(tmp_path):
         assert "parent INTEL-IR" in ktap
         assert "# ims0: groups 4 8 4 at runtime (module-local), group 1 freed and reallocated at slot 4" in ktap
         assert "# pmsi0: groups 2 4 2 at runtime (module-local), group 1 freed and reallocated at slot 2" in ktap
+        # What each step delivered, as the guest counted it: deliver 32 + 8 slots x 3 fires; mask one
+        # on unmask and one fired; groups 16 + 8 slots twice; affinity 3 on CPU1 and what each of its
+        # two moves took (at most 5 each); unload leaves no driver to count.
+        counts = {s["name"]: s["interrupts"] for s in k["scenarios"]}
+        assert counts["deliver"] == {"ims0": 96, "pmsi0": 24}, counts
+        assert counts["mask"] == {"ims0": 2, "pmsi0": 2}, counts
+        assert counts["groups"] == {"ims0": 32, "pmsi0": 16}, counts
+        assert sorted(counts["affinity"]) == ["ims0", "pmsi0"], counts
+        assert all(3 <= n <= 13 for n in counts["affinity"].values()), counts
+        assert counts["unload"] == {}, counts
     suites = ET.parse(run_dir / "junit.xml").getroot()
     assert [int(s.get("tests")) for s in suites] == [5, 5]
     assert [int(s.get("failures")) for s in suites] == [0, 0]

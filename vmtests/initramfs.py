@@ -113,7 +113,9 @@ if [ "$go" = port ]; then
 	i=0
 	while [ -z "$p" ] && [ $i -lt 1000 ]; do
 		for d in /sys/class/virtio-ports/*; do
-			[ "$(cat "$d/name" 2>/dev/null)" = @PORT@ ] && [ -c "/dev/${d##*/}" ] && p=/dev/${d##*/}
+			name=
+			read -r name 2>/dev/null < "$d/name"
+			[ "$name" = @PORT@ ] && [ -c "/dev/${d##*/}" ] && p=/dev/${d##*/}
 		done
 		[ -n "$p" ] || sleep 0.01
 		i=$((i + 1))
