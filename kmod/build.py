@@ -4,19 +4,30 @@ Compiler diagnostics are mapped back to their origin: each message that
 points into a generated file is annotated with the template it came from
 (from the tree's ``manifest.json``).  Warnings are failures: generated code
 must build warning-free.
+
+A build may remember Kbuild's compiler probes between runs (``probes``,
+kmod/probes.mk): a rebuild after a one-line edit then parses the kernel's
+Makefile without starting the compiler 30 times first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import arches, hostprogs
 from ..errors import BuildError
+
+#: The makefile that answers Kbuild's try-run from a probe file (make --eval, before the kernel's).
+PROBES_MK = Path(__file__).with_name("probes.mk")
 
 _DIAG = re.compile(r"^(?P<file>[^:\s]+\.[ch]):(?P<line>\d+):(?:(?P<col>\d+):)? (?P<kind>warning|error|note): (?P<msg>.*)$")
 
@@ -48,8 +59,33 @@ def annotate(output: str, tree: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
+def probe_file(cache_dir: Path, build_dir: Path, arch: str, toolchain_ident: str) -> Path:
+    """Where the compiler probes of one kernel build directory and toolchain are remembered.
+
+    ``toolchain_ident`` must change with anything a probe's answer depends
+    on besides its command line: the compiler and binutils binaries.
+    """
+    ident = "\0".join([str(build_dir.resolve()), arch, toolchain_ident])
+    return cache_dir / "kbuild-probes" / f"{hashlib.sha256(ident.encode()).hexdigest()[:20]}.txt"
+
+
+def _merge_probes(probes: Path, new: Path) -> None:
+    """Add the answers of a successful build (``new``) to ``probes`` (atomically, under its lock)."""
+    fresh = [ln for ln in new.read_text().splitlines() if ln[:2] in ("y ", "n ")] if new.is_file() else []
+    if not fresh:
+        return
+    with open(probes.with_name(probes.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        known = probes.read_text().splitlines() if probes.is_file() else []
+        lines = list(dict.fromkeys(known + fresh))
+        fd, tmp = tempfile.mkstemp(prefix=f".{probes.name}.", dir=probes.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, probes)
+
+
 def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86_64",
-          toolchain=None, shown: Path | None = None) -> BuildResult:
+          toolchain=None, shown: Path | None = None, probes: Path | None = None) -> BuildResult:
     """Build the modules of ``tree`` against the kernel build directory ``build_dir``.
 
     ``arch`` is the kernel's board arch: other than x86_64, the modules are
@@ -58,7 +94,9 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     in its build root; None builds with the host's (kernels built here).
     ``shown`` is where the user finds the sources (a copy of ``tree``, which
     is then a kept build tree, kmod/trees.py): build.log is written there too,
-    and diagnostics name its files.
+    and diagnostics name its files.  ``probes`` (``probe_file()``) remembers
+    Kbuild's compiler probes: known answers are read from it, and what this
+    build had to probe is added only when the build succeeded.
 
     Raises BuildError naming the first diagnostic (with file, line and
     template) on any error or warning, or on a failing make.
@@ -70,15 +108,32 @@ def build(tree: Path, build_dir: Path, jobs: int | None = None, arch: str = "x86
     in_root = toolchain is not None and not toolchain.on_host
     cmd = ["make" if in_root else hostprogs.require("make"), "-s", f"-j{jobs}", "-C", str(build_dir),
            *arches.get(arch).make_vars, f"M={tree}", "W=1", "modules"]
+    mounts = [_kernel_root(build_dir), tree]  # the whole kernel tree: its scripts/ and tools/ link into it
+    new = None
+    if probes is not None:
+        probes.parent.mkdir(parents=True, exist_ok=True)
+        new = probes.with_name(f".{probes.name}.{os.getpid()}.{time.monotonic_ns()}")
+        cmd[1:1] = [f"--eval=include {PROBES_MK}", f"MSIFORGE_PROBES={probes}", f"MSIFORGE_PROBES_NEW={new}"]
+        mounts += [probes.parent, PROBES_MK.parent]
     if in_root:
-        # The whole kernel tree (its scripts/ and tools/ link into it) and the module tree.
-        cmd = toolchain.wrap(cmd, [_kernel_root(build_dir), tree])
+        cmd = toolchain.wrap(cmd, mounts)
     env = dict(os.environ, LC_ALL="C")
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    seconds = time.monotonic() - start
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        result = _outcome(proc, tree, shown or tree, time.monotonic() - start)
+        if new is not None:
+            _merge_probes(probes, new)  # only now: the build succeeded, warning-free
+    finally:
+        if new is not None:
+            with contextlib.suppress(FileNotFoundError):
+                new.unlink()
+    return result
+
+
+def _outcome(proc: subprocess.CompletedProcess, tree: Path, shown: Path, seconds: float) -> BuildResult:
+    """The modules of a finished make, or BuildError naming its first diagnostic."""
     log = proc.stdout + proc.stderr
-    shown = shown or tree
     for where in {tree, shown}:
         (where / "build.log").write_text(log)
     errors, warnings = annotate(log, shown)

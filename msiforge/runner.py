@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import kernels as kern
-from . import plan, progress, reparse, reports
+from . import arches, plan, progress, reparse, reports
 from . import verdict as verdicts
 from .board import SCENARIOS, TWO_CPU_SCENARIOS, Board, scenario_mismatch
 from .cache import atomic_write, cache_root, ensure_entry
@@ -179,13 +179,15 @@ def compile_modules(work: Path, kernel: kern.Kernel, board: str) -> list[Path]:
     """The modules of the sources in ``work``, built in the board's kept tree when it is free."""
     from .kmod import trees
 
+    tc = toolchain_ident(kernel)
+    probes = kbuild.probe_file(cache_root(), kernel.build_dir, kernel.arch, tc)
+
     def fresh() -> list[Path]:
-        return kbuild.build(work, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain).modules
+        return kbuild.build(work, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain,
+                            probes=probes).modules
 
     if not board:
         return fresh()
-    tc = kernel.toolchain
-    tc = "host" if tc is None else f"host {tc.compiler.command} {tc.compiler.version}" if tc.on_host else tc.key
     kept = trees.slot(cache_root(), kernel.release, kernel.build_dir, kernel.arch, tc, board)
     with trees.claimed(kept) as mine:
         if not mine:
@@ -193,9 +195,30 @@ def compile_modules(work: Path, kernel: kern.Kernel, board: str) -> list[Path]:
         trees.sync(work, kept, skip=("build.log",))
         with trees.building(kept):
             modules = kbuild.build(kept, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain,
-                                   shown=work).modules
+                                   shown=work, probes=probes).modules
     trees.prune(cache_root())
     return modules
+
+
+def toolchain_ident(kernel: kern.Kernel) -> str:
+    """What a kernel's module builds are made with, for cache keys (kept trees, compiler probes).
+
+    A build root is named by its exact packages.  On the host, the compiler
+    and its Debian version, and the binutils Kbuild runs (an upgrade replaces
+    the files: their size and mtime change).
+    """
+    tc = kernel.toolchain
+    if tc is not None and not tc.on_host:
+        return tc.key
+    cross = arches.get(kernel.arch).cross_compile
+    names = [f"{cross}as", f"{cross}ld"] + ([tc.compiler.command] if tc is not None else [arches.get(kernel.arch).cc])
+    stamps = []
+    for name in names:
+        path = shutil.which(name)
+        st = os.stat(path) if path else None
+        stamps.append(f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}" if st else f"{name}:none")
+    compiler = "host" if tc is None else f"host {tc.compiler.command} {tc.compiler.version}"
+    return " ".join([compiler, *stamps])
 
 
 def in_tree_modules(tree: Path, kernel: kern.Kernel) -> list[Path]:
@@ -221,7 +244,9 @@ def build_fault_module(kernel: kern.Kernel, dest: Path) -> Path:
     shutil.copy2(src, dest / src.name)
     (dest / "Kbuild").write_text("obj-m += msiforge_fault.o\n")
     (dest / "manifest.json").write_text('{"files": {"msiforge_fault.c": "kmod/fault/msiforge_fault.c"}}\n')
-    return kbuild.build(dest, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain).modules[0]
+    probes = kbuild.probe_file(cache_root(), kernel.build_dir, kernel.arch, toolchain_ident(kernel))
+    return kbuild.build(dest, kernel.build_dir, arch=kernel.arch, toolchain=kernel.toolchain,
+                        probes=probes).modules[0]
 
 
 def record_build_failure(board: Board, kdir: Path, error: str) -> verdicts.Events:
