@@ -200,9 +200,10 @@ def bench_edit_loop(tmp: Path, repeat: int) -> dict:
     icount, _ = qemu.probe_icount(k.vmlinuz, cache_root() / "probes")
     original = EDITED.read_text()
     edits = iter(range(1, 10**6))
+    run = time.time_ns()  # each edit new to the module cache, also across bench runs
 
     def after_edit(*args: str) -> tuple[float, dict]:
-        EDITED.write_text(original + f"/* edit {next(edits)} */\n")
+        EDITED.write_text(original + f"/* edit {run}.{next(edits)} */\n")
         return msiforge_run(tmp, "--kernel", KERNEL, *args)
 
     figures = {"warm_deliver": [], "warm_all": [], "cold_deliver": [], "vng_deliver": [], "floor": [],
